@@ -1,0 +1,27 @@
+"""Installs threestudio-sdi: `pip install -e .` (core + lab), `pip install -e ".[test]"` for the tests."""
+
+from setuptools import find_packages, setup
+
+DIFFUSERS = [
+    # threestudio pins diffusers<0.20 and transformers==4.28.1: these ranges admit both pins and the
+    # newest releases, so installing this package never upgrades a threestudio environment.
+    "diffusers>=0.19.3",
+    "transformers>=4.28.1",
+    "safetensors",
+]
+
+setup(
+    name="threestudio-sdi",
+    version="0.1.0",
+    description="Score Distillation via Reparametrized DDIM (SDI, NeurIPS 2024) as a threestudio extension",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["threestudio_sdi", "threestudio_sdi.*"]),
+    python_requires=">=3.9",
+    install_requires=["torch>=2.0", "numpy", "tqdm", "matplotlib", "scikit-learn"],
+    extras_require={
+        "diffusers": DIFFUSERS,
+        "test": [*DIFFUSERS, "pytest", "hypothesis", "omegaconf", "ruff"],
+    },
+    entry_points={"console_scripts": ["sdi-lab=threestudio_sdi.lab.cli:main"]},
+)

@@ -1,0 +1,75 @@
+"""Checks that turn bad settings and inputs into a ValueError naming the setting and its value."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor
+
+
+def check_finite_number(name: str, value: object) -> float:
+    """``float(value)``, or ValueError if it is not a finite real number."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def check_range(
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``float(value)`` if it is finite and inside the interval, else ValueError naming ``name``."""
+    number = check_finite_number(name, value)
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return number
+
+
+def check_int(name: str, value: object, low: int | None = None) -> int:
+    """``int(value)`` if it is an integer ≥ ``low``, else ValueError naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        and not (isinstance(value, float) and value.is_integer())
+    ):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    number = int(value)
+    if low is not None and number < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return number
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else ValueError listing the valid names."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return str(value)
+
+
+def check_same_shape(name: str, tensor: Tensor, reference: Tensor, reference_name: str) -> None:
+    """ValueError if ``tensor`` does not have the shape of ``reference``."""
+    if tuple(tensor.shape) != tuple(reference.shape):
+        raise ValueError(
+            f"{name} has shape {tuple(tensor.shape)} but {reference_name} has shape {tuple(reference.shape)}"
+        )
+
+
+def check_finite_tensor(name: str, tensor: Tensor) -> None:
+    """ValueError if ``tensor`` holds NaN or ±Inf."""
+    if not tensor.isfinite().all():
+        raise ValueError(f"{name} contains NaN or Inf ({int((~tensor.isfinite()).sum())} elements)")
