@@ -1,0 +1,166 @@
+"""An analytic denoiser: zero-mean Gaussian data with a power-law spectrum, exact noise prediction.
+
+The data x0 ∈ R^d (d = prod(shape)) is N(0, diag(λ)) with λ_k = k^(−p), k = 1..d: the flattened image
+index k − 1 holds "frequency" k, so large k are the faint fine details that mode-seeking distillation
+tends to wash out. With x_t = sqrt(ᾱ) x0 + sqrt(1−ᾱ) ε the noisy marginal is N(0, diag(ᾱλ + 1 − ᾱ)),
+and the minimum-mean-square noise prediction is exact and elementwise:
+
+    E[ε | x_t] = −sqrt(1−ᾱ) ∇ log p_t(x_t) = sqrt(1−ᾱ) x_t / (ᾱ λ + 1 − ᾱ).
+
+The module also holds the input checks shared with :mod:`threestudio_sdi.models.mixture`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import check_choice, check_finite_number, check_int
+from ..prediction import output_from_epsilon
+from ..schedule import NoiseSchedule
+from .protocol import PREDICTION_TYPES
+
+
+def check_image_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints (at least one dimension), else ValueError naming ``name``."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of positive ints, got {shape!r}") from None
+    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {shape!r}")
+    return dims
+
+
+def check_schedule(schedule: NoiseSchedule | None) -> NoiseSchedule:
+    """``schedule``, or Stable Diffusion's when None; ValueError if it is not a :class:`NoiseSchedule`."""
+    if schedule is None:
+        return NoiseSchedule.stable_diffusion()
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"schedule must be a NoiseSchedule or None, got {type(schedule).__name__}")
+    return schedule
+
+
+def check_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` if it is a torch floating-point dtype, else ValueError."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a torch floating-point dtype, got {dtype!r}")
+    return dtype
+
+
+def check_batch(name: str, x: Tensor, shape: tuple[int, ...]) -> int:
+    """Batch size B of ``x`` if it has shape [B, *shape] with B ≥ 1, else ValueError naming both shapes."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a tensor of shape [B, *{shape}], got {type(x).__name__}")
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
+        raise ValueError(
+            f"{name} must have shape [B, {', '.join(map(str, shape))}] for the model shape {shape}, "
+            f"got {tuple(x.shape)}"
+        )
+    return int(x.shape[0])
+
+
+def alpha_bar_per_sample(schedule: NoiseSchedule, t: int | Tensor, batch: int) -> Tensor:
+    """ᾱ_t for each of ``batch`` samples, float64 [B] on the CPU.
+
+    ``t`` is an int (shared by the batch; negative → ``initial_alpha_cumprod``) or an integer tensor
+    with one timestep per sample (shape [B]) or a single one (0-d).
+    """
+    if isinstance(t, Tensor):
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise ValueError(f"t must be an int or an integer tensor, got a tensor of dtype {t.dtype}")
+        if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != batch):
+            raise ValueError(
+                f"t must be an int or a tensor of shape [{batch}] (the batch), got {tuple(t.shape)}"
+            )
+        t = t.detach().cpu()
+    else:
+        t = check_int("t", int(t) if isinstance(t, numbers.Integral) else t)
+    return schedule.alpha_bar(t).to(torch.float64).expand(batch)
+
+
+class GaussianModel:
+    """Zero-mean Gaussian data with spectrum λ_k = k^(−p), and its exact noise predictor.
+
+    Unconditional: ``cond`` is ignored, so classifier-free guidance is a no-op (ε_c = ε_u) on this
+    model. Implements :class:`threestudio_sdi.models.protocol.Denoiser`.
+
+    Args:
+        shape: image shape, d = prod(shape) ≥ 1 coordinates (default (1, 8, 8), d = 64).
+        exponent: p of the power law (default 1.5).
+        schedule: training schedule (default :meth:`NoiseSchedule.stable_diffusion`).
+        prediction_type: what :meth:`predict_noise` returns: ``"epsilon"``, ``"sample"`` (x̂0) or
+            ``"v_prediction"``.
+        dtype: dtype of the computation (default float64, for exact predictions).
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int] = (1, 8, 8),
+        exponent: float = 1.5,
+        schedule: NoiseSchedule | None = None,
+        prediction_type: str = "epsilon",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        self.shape = check_image_shape("shape", shape)
+        self.exponent = check_finite_number("exponent", exponent)
+        self.schedule = check_schedule(schedule)
+        self.prediction_type = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        self.dtype = check_dtype(dtype)
+        self.alphas_cumprod = self.schedule.alphas_cumprod
+        self.initial_alpha_cumprod = self.schedule.initial_alpha_cumprod
+        self.steps_offset = self.schedule.steps_offset
+        self.dim = math.prod(self.shape)
+        frequencies = torch.arange(1, self.dim + 1, dtype=torch.float64)
+        self.variances = frequencies.pow(-self.exponent).to(self.dtype)
+
+    def predict_noise(self, x_t: Tensor, t: int | Tensor, cond: Any = None) -> Tensor:
+        """Exact E[ε | x_t] = sqrt(1−ᾱ_t) x_t / (ᾱ_t λ + 1 − ᾱ_t), expressed in ``prediction_type``.
+
+        ``t`` is an int or a LongTensor[B] (one ᾱ per sample); ``cond`` is ignored. The output has the
+        shape and dtype of ``x_t`` (computed in the model's dtype).
+        """
+        batch = check_batch("x_t", x_t, self.shape)
+        x = x_t.reshape(batch, self.dim).to(self.dtype)
+        alpha = alpha_bar_per_sample(self.schedule, t, batch).to(x)[:, None]
+        variances = self.variances.to(x.device)
+        epsilon = (1 - alpha).sqrt() * x / (alpha * variances + 1 - alpha)
+        output = output_from_epsilon(epsilon, x, alpha, self.prediction_type)
+        return output.reshape(x_t.shape).to(x_t.dtype)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` exact data samples x0 ~ N(0, diag(λ)), Tensor[n, *shape] in the model's dtype."""
+        n = check_int("n", n, low=1)
+        noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (noise * self.variances.to(torch.float64).sqrt()).to(self.dtype).reshape(n, *self.shape)
+
+    def frequency_bands(self, n_bands: int = 4) -> list[Tensor]:
+        """Log-spaced bands of frequencies k = 1..d as index tensors into the flattened image.
+
+        Band i holds k ∈ [e_i, e_{i+1}) with e_i ≈ (d + 1)^(i / n_bands), rounded and nudged so that
+        every band is non-empty; together the bands cover every index 0..d−1 exactly once.
+        """
+        n_bands = check_int("n_bands", n_bands, low=1)
+        if n_bands > self.dim:
+            raise ValueError(f"n_bands must be <= the {self.dim} coordinates of the model, got {n_bands}")
+        edges = [round((self.dim + 1) ** (i / n_bands)) for i in range(n_bands + 1)]
+        edges[0], edges[-1] = 1, self.dim + 1
+        for i in range(1, n_bands):  # at least one frequency per band, leaving room for the rest
+            edges[i] = min(max(edges[i], edges[i - 1] + 1), self.dim + 1 - (n_bands - i))
+        return [torch.arange(edges[i] - 1, edges[i + 1] - 1) for i in range(n_bands)]
+
+    def band_variance_ratio(self, samples: Tensor, n_bands: int = 4) -> Tensor:
+        """Kept variance per frequency band: mean over the band of mean(x_k²) / λ_k (1.0 = the data).
+
+        ``samples`` is Tensor[N, *shape]; the second moment is taken around the true mean 0. Returns a
+        float64 Tensor[n_bands], from the coarsest band (large λ) to the finest.
+        """
+        count = check_batch("samples", samples, self.shape)
+        x = samples.detach().reshape(count, self.dim).to("cpu", torch.float64)
+        ratio = x.square().mean(dim=0) / self.variances.to(torch.float64)
+        return torch.stack([ratio[band].mean() for band in self.frequency_bands(n_bands)])
