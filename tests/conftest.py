@@ -10,6 +10,10 @@ from torch import Tensor
 
 from threestudio_sdi.schedule import NoiseSchedule
 
+# The test models are tiny: more than one intra-op thread only adds synchronisation, and on a loaded
+# 2-core machine OpenMP barriers made the tiny UNet 30x slower.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def fresh_seed(request: pytest.FixtureRequest) -> int:

@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-path", default=None, help="Stable Diffusion folder or hub id (tiny-sd)")
     parser.add_argument("--shape", type=int, nargs="+", default=[4, 8, 8], help="latent shape (tiny-sd)")
     parser.add_argument("--show-class", type=int, default=3, help="class shown in diversity.png (digits)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (the built-in models are too small to gain)"
+    )
     parser.add_argument("--out", default="outputs")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
@@ -286,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    torch.set_num_threads(max(args.threads, 1))
     try:
         report = run_lab(args)
     except ValueError as error:
