@@ -26,7 +26,8 @@ def check_step_range(min_step_percent: float, max_step_percent: float) -> tuple[
     return low, high
 
 
-def _clamp_timestep(t: int, num_train_timesteps: int) -> int:
+def clamp_timestep(t: int, num_train_timesteps: int) -> int:
+    """t clamped into 1 … T−1, the timesteps a guidance step accepts."""
     return min(max(t, 1), num_train_timesteps - 1)
 
 
@@ -39,7 +40,7 @@ def annealed_timestep(
     step = check_int("step", step, low=0)
     progress = min(step / max_steps, 1.0)
     fraction = (high - low) * (1 - progress) + low
-    return _clamp_timestep(int(num_train_timesteps * fraction), num_train_timesteps)
+    return clamp_timestep(int(num_train_timesteps * fraction), num_train_timesteps)
 
 
 def random_timestep(
@@ -50,7 +51,7 @@ def random_timestep(
 ) -> int:
     """t ~ U{int(T·min) … int(T·max)}, clamped into 1 … T−1."""
     low, high = check_step_range(min_step_percent, max_step_percent)
-    first = _clamp_timestep(int(num_train_timesteps * low), num_train_timesteps)
-    last = _clamp_timestep(int(num_train_timesteps * high), num_train_timesteps)
+    first = clamp_timestep(int(num_train_timesteps * low), num_train_timesteps)
+    last = clamp_timestep(int(num_train_timesteps * high), num_train_timesteps)
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(first, last + 1, (), generator=generator, device=device))

@@ -7,7 +7,8 @@ remaining timesteps once each, from high to low, with one guidance step per time
 * ``ddim``: DDIM sampling itself (the reference);
 * ``ddim-cache``: κ = the previous step's ε̂ — exactly DDIM in x0-space (SPEC §1);
 * ``sds``: κ ~ N(0, I) each step;  ``sdi``: κ from prompt-conditioned DDIM inversion (γ_inv);
-* ``ism``: κ from unconditional DDIM inversion.
+* ``ism``: κ from unconditional DDIM inversion;
+* ``fixed-point`` (research): the inverted κ refined toward the fixed point of SPEC §1.
 
 ``update="exact"`` applies the reparametrised step x0 ← ẑ0 = x0 − σ_t (ε̂ − κ) (with δ = 0);
 ``update="adam"`` instead takes ``inner_steps`` Adam steps on the guidance loss
@@ -31,9 +32,15 @@ from ..prediction import predict_x0
 from ..schedule import NoiseSchedule
 from ..score_distillation import GuidanceConfig, guidance_step
 
-METHODS = ("ddim", "ddim-cache", "sds", "sdi", "ism")
+METHODS = ("ddim", "ddim-cache", "sds", "sdi", "ism", "fixed-point")
 UPDATES = ("exact", "adam")
-NOISE_OF_METHOD = {"ddim-cache": "cached", "sds": "random", "sdi": "inversion", "ism": "uncond-inversion"}
+NOISE_OF_METHOD = {
+    "ddim-cache": "cached",
+    "sds": "random",
+    "sdi": "inversion",
+    "ism": "uncond-inversion",
+    "fixed-point": "fixed-point",  # research: the inverted κ refined toward its fixed point
+}
 
 
 def lab_timesteps(steps: int, num_train_timesteps: int) -> list[int]:
