@@ -1,0 +1,144 @@
+"""The YAML configs: they load, their keys are real config fields, and the A/B configs agree.
+
+Keys are checked against our classes imported with the threestudio STAND-IN (tests/threestudio_standin);
+the integration test checks the built-in SDS / VSD blocks against the real threestudio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pathlib
+
+import pytest
+from omegaconf import OmegaConf
+from threestudio_standin.activate import standin_threestudio
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+DROP_IN_CONFIGS = REPO / "custom" / "threestudio-sdi" / "configs"
+ALL = sorted(path.name for path in CONFIGS.glob("*.yaml"))
+SDI = [name for name in ALL if name.startswith("sdi")]
+KNOWN_LAMBDAS = {
+    "lambda_sdi",
+    "lambda_orient",
+    "lambda_sparsity",
+    "lambda_opaque",
+    "lambda_z_variance",
+    "lambda_convex",
+}
+
+
+def load(name: str):
+    return OmegaConf.load(CONFIGS / name)
+
+
+def resolved(config, key: str):
+    """One subtree with its interpolations resolved (threestudio's own resolvers are not needed)."""
+    return OmegaConf.to_container(OmegaConf.select(config, key), resolve=True)
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    with standin_threestudio():
+        yield importlib.import_module("threestudio_sdi.threestudio")
+
+
+def field_names(config_class) -> set[str]:
+    return {field.name for field in dataclasses.fields(config_class)}
+
+
+def test_the_expected_configs_exist():
+    assert ALL == ["sdi-24gb.yaml", "sdi-official.yaml", "sdi.yaml", "sds.yaml", "vsd.yaml"]
+
+
+def test_the_run_command_path_reaches_the_same_files():
+    # the issue's command uses custom/threestudio-sdi/configs/sdi.yaml; configs/ is a link to that folder
+    for name in ALL:
+        assert (DROP_IN_CONFIGS / name).resolve() == (CONFIGS / name).resolve()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_yaml_loads(name):
+    config = load(name)
+    for key in ("name", "data_type", "data", "system_type", "system", "trainer", "checkpoint"):
+        assert key in config, key
+    assert OmegaConf.is_missing(config.system.prompt_processor, "prompt")
+    assert resolved(config, "trainer")["max_steps"] == 10000
+
+
+@pytest.mark.parametrize("name", SDI)
+def test_sdi_configs_use_our_names_and_fields(plugin, name):
+    config = load(name)
+    assert config.system_type == "sdi-ext-system"
+    assert config.system.guidance_type == "sdi-guidance"
+    guidance = resolved(config, "system.guidance")
+    assert set(guidance) <= field_names(plugin.SDIGuidance.Config), set(guidance) - field_names(
+        plugin.SDIGuidance.Config
+    )
+    parsed = OmegaConf.structured(plugin.SDIGuidance.Config(**guidance))  # types check too
+    assert parsed.trainer_max_steps == 10000
+    system_keys = set(config.system) - {"loggers"}
+    assert system_keys <= field_names(plugin.SDIExtSystem.Config), system_keys - field_names(
+        plugin.SDIExtSystem.Config
+    )
+    assert set(config.system.loss) <= KNOWN_LAMBDAS
+
+
+@pytest.mark.parametrize(
+    ("name", "preset"), [("sdi.yaml", "paper"), ("sdi-official.yaml", "official"), ("sdi-24gb.yaml", "paper")]
+)
+def test_presets_and_convexity_schedules(plugin, name, preset):
+    from threestudio_sdi.threestudio.losses import convexity_schedule
+
+    config = load(name)
+    assert config.system.guidance.preset == preset
+    assert resolved(config, "system.loss")["lambda_convex"] == pytest.approx(convexity_schedule(preset))
+    # SPEC §4 weights
+    loss = resolved(config, "system.loss")
+    assert loss["lambda_sdi"] == 1 and loss["lambda_orient"] == 0.1 and loss["lambda_opaque"] == 0.1
+    assert loss["lambda_sparsity"] == [0, 0.15, 0, 3000] and loss["lambda_z_variance"] == 1
+    guidance = config.system.guidance
+    assert (guidance.guidance_scale, guidance.inversion_guidance_scale) == (7.5, -7.5)
+    assert (guidance.inversion_n_steps, guidance.inversion_eta) == (10, 0.3)
+    assert guidance.enable_sdi and guidance.t_anneal and guidance.loss_reduction == "mean"
+    assert config.system.prompt_processor.use_perp_neg
+
+
+def _shared(config):
+    return {
+        "cameras": {
+            key: resolved(config, f"data.{key}")
+            for key in ("camera_distance_range", "fovy_range", "elevation_range")
+        },
+        "resolution": (config.data.width, config.data.height),
+        "geometry": resolved(config, "system.geometry"),
+        "samples": config.system.renderer.num_samples_per_ray,
+        "steps": config.trainer.max_steps,
+    }
+
+
+def test_ab_configs_share_geometry_cameras_resolution_and_budget():
+    reference = _shared(load("sdi.yaml"))
+    for name in ("sdi-official.yaml", "sds.yaml", "vsd.yaml"):
+        assert _shared(load(name)) == reference, name
+    sds, vsd = load("sds.yaml"), load("vsd.yaml")
+    assert (sds.system_type, sds.system.guidance_type) == ("dreamfusion-system", "stable-diffusion-guidance")
+    assert (vsd.system_type, vsd.system.guidance_type) == (
+        "prolificdreamer-system",
+        "stable-diffusion-vsd-guidance",
+    )
+    assert set(sds.system.loss) == {"lambda_sds", "lambda_orient", "lambda_sparsity", "lambda_opaque"}
+    assert {"lambda_vsd", "lambda_lora"} <= set(vsd.system.loss)
+
+
+def test_24gb_config_renders_less():
+    full, small = load("sdi.yaml"), load("sdi-24gb.yaml")
+    assert small.data.width * small.data.height < full.data.width * full.data.height
+    assert small.data.eval_width <= small.data.width
+    assert small.system.renderer.num_samples_per_ray < full.system.renderer.num_samples_per_ray
+    text = (CONFIGS / "sdi-24gb.yaml").read_text()
+    assert "trades away" in text.splitlines()[3] or "trades away" in text[:1200]
+    # apart from resolution and samples it is sdi.yaml
+    for key in ("system.guidance", "system.loss", "system.geometry", "system.material", "trainer"):
+        assert resolved(full, key) == resolved(small, key), key

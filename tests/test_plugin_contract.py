@@ -1,0 +1,530 @@
+"""Contract tests of the threestudio plugin against a STAND-IN of threestudio (tests/threestudio_standin).
+
+The guidance runs end to end on the tiny offline Stable-Diffusion stack, saved to a temp folder and
+loaded by path exactly like real weights. The real-threestudio test is test_threestudio_integration.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+import torch
+from threestudio_standin.activate import standin_threestudio
+
+L, D = 77, 32  # token length and hidden size of the tiny text encoder
+IMAGE = 32  # native image size of the tiny model
+
+
+@pytest.fixture(scope="module")
+def ts():
+    """The stand-in threestudio with the plugin imported against it."""
+    with standin_threestudio() as threestudio:
+        plugin = importlib.import_module("threestudio_sdi.threestudio")
+        from threestudio.models.prompt_processors.base import PromptProcessorOutput
+        from threestudio.utils.base import BaseObject
+
+        @threestudio.register("test-prompt-processor")
+        class FakePromptProcessor(BaseObject):
+            @dataclass
+            class Config(BaseObject.Config):
+                use_perp_neg: bool = False
+                seed: int = 0
+
+            def configure(self) -> None:
+                generator = torch.Generator().manual_seed(self.cfg.seed)
+                self.output = PromptProcessorOutput(
+                    torch.randn(1, L, D, generator=generator),
+                    torch.randn(1, L, D, generator=generator),
+                    torch.randn(4, L, D, generator=generator),
+                    torch.randn(4, L, D, generator=generator),
+                    use_perp_neg=self.cfg.use_perp_neg,
+                )
+
+            def __call__(self):
+                return self.output
+
+        @threestudio.register("test-renderer")
+        class FakeRenderer(torch.nn.Module):
+            """Renders a flat-coloured square with normals; every output the system reads."""
+
+            def __init__(self, cfg) -> None:
+                super().__init__()
+                self.size = int(cfg.get("size", 16))
+                self.color = torch.nn.Parameter(torch.zeros(3))
+                self.alpha = torch.nn.Parameter(torch.zeros(1))
+                self.without_normal_map = bool(cfg.get("without_normal_map", False))
+
+            def forward(self, elevation, rays_o, **kwargs):
+                batch, size = elevation.shape[0], self.size
+                rgb = torch.sigmoid(self.color).expand(batch, size, size, 3)
+                ramp = torch.linspace(-1, 1, size)
+                opacity = torch.sigmoid(self.alpha + ramp[None, :, None, None] * ramp[None, None, :, None])
+                opacity = opacity.expand(batch, size, size, 1)
+                normals = torch.nn.functional.normalize(
+                    torch.stack(torch.meshgrid(ramp, ramp, indexing="ij") + (torch.ones(size, size),), -1),
+                    dim=-1,
+                )
+                comp_normal = ((normals + 1) / 2).expand(batch, size, size, 3) * opacity
+                n_points = batch * size * size
+                extra = {} if self.without_normal_map else {"comp_normal": comp_normal}
+                return {
+                    **extra,
+                    "comp_rgb": rgb * opacity + (1 - opacity) * 0.5,
+                    "opacity": opacity,
+                    "z_variance": opacity * 0.1,
+                    "normal": normals.reshape(-1, 3).repeat(batch, 1),
+                    "weights": opacity.reshape(n_points, 1),
+                    "t_dirs": -torch.ones(n_points, 3) / 3**0.5,
+                }
+
+        yield SimpleNamespace(
+            threestudio=threestudio, plugin=plugin, PromptProcessorOutput=PromptProcessorOutput
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    from threestudio_sdi.models.tiny import tiny_stable_diffusion
+
+    return str(tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd") / "tiny"))
+
+
+def make_guidance(ts, tiny_path, **overrides):
+    config = {"pretrained_model_name_or_path": tiny_path, "seed": 0, **overrides}
+    return ts.threestudio.find("sdi-guidance")(config)
+
+
+def prompt_utils(ts, use_perp_neg=False, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return ts.PromptProcessorOutput(
+        torch.randn(1, L, D, generator=generator),
+        torch.randn(1, L, D, generator=generator),
+        torch.randn(4, L, D, generator=generator),
+        torch.randn(4, L, D, generator=generator),
+        use_perp_neg=use_perp_neg,
+    )
+
+
+def cameras(batch):
+    """Front view, then a side view (and more): distinct prompts per sample."""
+    elevation = torch.tensor([10.0, 20.0, 70.0, 5.0])[:batch]
+    azimuth = torch.tensor([0.0, 100.0, 30.0, 170.0])[:batch]
+    return {"elevation": elevation, "azimuth": azimuth, "camera_distances": torch.full((batch,), 1.7)}
+
+
+# ------------------------------------------------------------------ registry
+def test_both_names_resolve_to_our_classes(ts):
+    assert ts.threestudio.find("sdi-guidance") is ts.plugin.SDIGuidance
+    assert ts.threestudio.find("sdi-ext-system") is ts.plugin.SDIExtSystem
+    assert ts.plugin.REGISTERED_NAMES == ("sdi-guidance", "sdi-ext-system")
+
+
+def test_names_do_not_collide_with_threestudio_builtin_sdi():
+    with standin_threestudio() as threestudio:
+        builtins = {}
+        for name in ("stable-diffusion-sdi-guidance", "sdi-system"):
+            builtins[name] = threestudio.register(name)(type(name, (), {}))
+        plugin = importlib.import_module("threestudio_sdi.threestudio")
+        assert threestudio.find("sdi-guidance") is plugin.SDIGuidance
+        assert threestudio.find("sdi-ext-system") is plugin.SDIExtSystem
+        for name, cls in builtins.items():
+            assert threestudio.find(name) is cls
+
+
+def test_reimport_is_harmless_and_foreign_owner_is_an_error(ts):
+    guidance_module = importlib.import_module("threestudio_sdi.threestudio.guidance")
+    reloaded = importlib.reload(guidance_module)
+    assert ts.threestudio.find("sdi-guidance") is reloaded.SDIGuidance
+    importlib.reload(guidance_module)  # twice more: still fine
+    # the stand-in registry itself refuses duplicates, like threestudio's
+    with pytest.raises(ValueError, match="already exists"):
+        ts.threestudio.register("sdi-guidance")(type("Other", (), {}))
+    from threestudio_sdi.threestudio.registry import register
+
+    with pytest.raises(ValueError, match="sdi-ext-system.*cannot register"):
+        register("sdi-ext-system")(type("SomeoneElses", (), {}))
+    assert ts.threestudio.find("sdi-ext-system") is ts.plugin.SDIExtSystem
+
+
+# ------------------------------------------------------------------ config
+def test_unknown_config_key_is_rejected_before_loading(ts):
+    with pytest.raises(TypeError, match="not_a_key"):
+        ts.threestudio.find("sdi-guidance")({"not_a_key": 1, "pretrained_model_name_or_path": "/nonexistent"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"preset": "nope"}, "preset"),
+        ({"loss_reduction": "max"}, "loss_reduction"),
+        ({"noise": "cached"}, "noise"),
+        ({"enable_sdi": False, "noise": "inversion"}, "enable_sdi"),
+        ({"inversion_n_steps": 0}, "inversion_n_steps"),
+        ({"inversion_eta": -0.1}, "inversion_eta"),
+        ({"guidance_scale": float("nan")}, "guidance_scale"),
+        ({"cfg_mode": "odd"}, "cfg_mode"),
+        ({"image_size": 30}, "image_size"),
+        ({"image_size": 4}, "image_size"),
+    ],
+)
+def test_bad_settings_raise_value_error_naming_them(ts, tiny_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_guidance(ts, tiny_path, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"preset": "official"}, "set preset directly"), ({"no_such_option": 1}, "no_such_option")],
+)
+def test_core_options_reject_duplicates_and_unknown_keys(ts, tiny_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        make_guidance(ts, tiny_path, core_options=options)
+
+
+def test_core_options_reach_the_core(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path, preset="official", core_options={"skip_origin": True})
+    assert guidance.guidance_config.skip_origin is True
+    guidance.update_step(0, 0)  # t = 980 without the origin hop at -99: 10 hops + 1 prediction
+    assert guidance(torch.rand(1, IMAGE, IMAGE, 3), prompt_utils(ts), **cameras(1))["model_evaluations"] == 11
+
+
+def test_bad_step_range_raises(ts, tiny_path):
+    with pytest.raises(ValueError, match="min_step_percent"):
+        make_guidance(ts, tiny_path, min_step_percent=0.9, max_step_percent=0.5)
+
+
+def test_missing_model_folder_names_it(ts, tmp_path):
+    with pytest.raises(OSError, match="no-such-model"):
+        make_guidance(ts, str(tmp_path / "no-such-model"), local_files_only=True)
+
+
+def test_resolve_noise(ts):
+    resolve = ts.plugin.resolve_noise
+    assert resolve(True, None) == "inversion"
+    assert resolve(False, None) == "random"
+    assert resolve(True, "uncond-inversion") == "uncond-inversion"
+    assert resolve(False, "random") == "random"
+
+
+# ------------------------------------------------------------------ conditioning
+def test_conditioning_without_perp_neg_splits_cond_then_uncond(ts):
+    utils = prompt_utils(ts, use_perp_neg=False)
+    cams = cameras(2)
+    embeddings = utils.get_text_embeddings(**cams)
+    conditioning = ts.plugin.conditioning_from_prompt_utils(utils, **cams)
+    assert torch.equal(conditioning.cond, embeddings[:2])
+    assert torch.equal(conditioning.uncond, embeddings[2:])
+    assert not conditioning.uses_perp_neg
+    assert torch.equal(conditioning.cond[0], utils.text_embeddings_vd[1])  # front
+    assert torch.equal(conditioning.cond[1], utils.text_embeddings_vd[0])  # side
+
+
+def test_conditioning_with_perp_neg_deinterleaves_negatives(ts):
+    utils = prompt_utils(ts, use_perp_neg=True)
+    cams = cameras(3)
+    embeddings, weights = utils.get_text_embeddings_perp_neg(**cams)
+    conditioning = ts.plugin.conditioning_from_prompt_utils(utils, **cams)
+    assert torch.equal(conditioning.cond, embeddings[:3])
+    assert torch.equal(conditioning.uncond, embeddings[3:6])
+    first, second = conditioning.negatives
+    for b in range(3):
+        assert torch.equal(first[b], embeddings[6 + 2 * b])
+        assert torch.equal(second[b], embeddings[6 + 2 * b + 1])
+    # sample 0 is a front view: its negatives are side then back
+    assert torch.equal(first[0], utils.text_embeddings_vd[0])
+    assert torch.equal(second[0], utils.text_embeddings_vd[2])
+    assert torch.equal(conditioning.negative_weights, weights)
+
+
+def test_perp_neg_without_view_dependent_prompting_is_an_error(ts):
+    utils = prompt_utils(ts, use_perp_neg=True)
+    with pytest.raises(ValueError, match="view-dependent"):
+        ts.plugin.conditioning_from_prompt_utils(utils, **cameras(1), view_dependent_prompting=False)
+
+
+# ------------------------------------------------------------------ end to end on the tiny SD stack
+@pytest.mark.parametrize("preset", ["paper", "official"])
+@pytest.mark.parametrize("use_perp_neg", [False, True], ids=["cfg", "perp-neg"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_guidance_end_to_end(ts, tiny_path, preset, use_perp_neg, batch):
+    guidance = make_guidance(ts, tiny_path, preset=preset, trainer_max_steps=100)
+    guidance.update_step(0, 60)
+    expected_t = guidance.min_step
+    rgb = torch.rand(batch, IMAGE, IMAGE, 3, requires_grad=True)
+    calls_before = guidance.model.unet_calls
+    out = guidance(rgb, prompt_utils(ts, use_perp_neg), **cameras(batch), rays_o=None, mvp_mtx=None)
+    assert set(out) == {
+        "loss_sdi",
+        "grad_norm",
+        "min_step",
+        "max_step",
+        "timestep",
+        "timestep_noisy",
+        "model_evaluations",
+    }
+    assert out["loss_sdi"].ndim == 0 and torch.isfinite(out["loss_sdi"])
+    assert out["timestep"] == out["min_step"] == out["max_step"] == expected_t
+    assert out["timestep"] <= out["timestep_noisy"] < 1000
+    # one guided evaluation = one batched UNet call (CFG / Perp-Neg branches in one batch)
+    assert guidance.model.unet_calls - calls_before == out["model_evaluations"] >= 2
+    out["loss_sdi"].backward()
+    assert rgb.grad is not None and torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+
+
+def test_inversion_evaluations_follow_the_preset(ts, tiny_path):
+    official = make_guidance(ts, tiny_path, preset="official", trainer_max_steps=10000)
+    paper = make_guidance(ts, tiny_path, preset="paper", trainer_max_steps=10000, overshoot=False)
+    rgb = torch.rand(1, IMAGE, IMAGE, 3)
+    official.update_step(0, 0)  # t = 980: grid -99, 1, ..., 901, then t' → 11 hops + 1 prediction
+    assert official(rgb, prompt_utils(ts), **cameras(1))["model_evaluations"] == 12
+    official.update_step(0, 10000)  # t = 250: -99, 1, 101, 201, t' → 4 + 1
+    assert official(rgb, prompt_utils(ts), **cameras(1))["model_evaluations"] == 5
+    paper.update_step(0, 10000)  # t = 200: grid 0, 100, then t' = t → 2 + 1
+    out = paper(rgb, prompt_utils(ts), **cameras(1))
+    assert out["timestep"] == out["timestep_noisy"] == 200
+    assert out["model_evaluations"] == 3
+
+
+def test_sds_ablation_spends_one_evaluation(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path, enable_sdi=False)
+    out = guidance(torch.rand(2, IMAGE, IMAGE, 3), prompt_utils(ts, True), **cameras(2))
+    assert out["model_evaluations"] == 1
+    assert out["timestep"] == out["timestep_noisy"]
+
+
+@pytest.mark.parametrize("preset", ["paper", "official"])
+@pytest.mark.parametrize("use_perp_neg", [False, True], ids=["cfg", "perp-neg"])
+def test_loss_gradient_is_sigma_times_eps_minus_kappa_through_the_vae(ts, tiny_path, preset, use_perp_neg):
+    """∂loss/∂rgb = J_encodeᵀ (z0 − ẑ0)/N and z0 − ẑ0 = σ_t (ε̂ − κ) (overshoot off: t' = t)."""
+    guidance = make_guidance(ts, tiny_path, preset=preset, overshoot=False, trainer_max_steps=100)
+    guidance.update_step(0, 30)
+    rgb = torch.rand(2, 24, 24, 3, requires_grad=True)  # 24 px: exercises the resize to 32 px too
+    state = guidance.generator.get_state()
+    out = guidance(rgb, prompt_utils(ts, use_perp_neg), **cameras(2), return_images=True)
+    (grad,) = torch.autograd.grad(out["loss_sdi"], rgb)
+
+    z0, target = out["latents"], out["target_latent"]
+    t = out["timestep"]
+    assert out["timestep_noisy"] == t
+    sigma = guidance.model.schedule.sigma(t).float()
+    torch.testing.assert_close(z0 - target, sigma * (out["noise_pred"] - out["noise"]), rtol=1e-4, atol=1e-4)
+
+    guidance.generator.set_state(state)  # the VAE posterior sample is the first draw of a call
+    latents, pulled_back = torch.autograd.functional.vjp(
+        guidance.encode_images, rgb.detach(), (z0 - target) / z0.numel()
+    )
+    torch.testing.assert_close(latents, z0, rtol=0, atol=0)
+    torch.testing.assert_close(grad, pulled_back, rtol=1e-5, atol=1e-9)
+    assert grad.abs().sum() > 0
+
+
+def test_sum_reduction_scales_the_mean(ts, tiny_path):
+    rgb = torch.rand(2, IMAGE, IMAGE, 3)
+    mean = make_guidance(ts, tiny_path, loss_reduction="mean")(
+        rgb, prompt_utils(ts), **cameras(2), return_images=True
+    )
+    total = make_guidance(ts, tiny_path, loss_reduction="sum")(rgb, prompt_utils(ts), **cameras(2))
+    elements = mean["latents"].numel()
+    torch.testing.assert_close(total["loss_sdi"], mean["loss_sdi"] * elements / 2)
+
+
+def test_same_seed_same_step(ts, tiny_path):
+    rgb = torch.rand(1, IMAGE, IMAGE, 3)
+    first = make_guidance(ts, tiny_path, seed=3)(rgb, prompt_utils(ts), **cameras(1))
+    second = make_guidance(ts, tiny_path, seed=3)(rgb, prompt_utils(ts), **cameras(1))
+    assert torch.equal(first["loss_sdi"], second["loss_sdi"])
+    assert first["timestep_noisy"] == second["timestep_noisy"]
+
+
+def test_images_come_back_at_render_resolution(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path)
+    out = guidance(torch.rand(2, 20, 20, 3), prompt_utils(ts), **cameras(2), return_images=True)
+    for key in ("noisy_img", "noise_img", "target_img"):
+        assert out[key].shape == (2, 20, 20, 3)
+        assert 0 <= out[key].min() and out[key].max() <= 1
+
+
+def test_image_size_sets_the_vae_resolution(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path, image_size=16)
+    out = guidance(torch.rand(1, IMAGE, IMAGE, 3), prompt_utils(ts), **cameras(1), return_images=True)
+    assert out["latents"].shape == (1, 4, 4, 4)
+    assert out["target_img"].shape == (1, IMAGE, IMAGE, 3)
+
+
+def test_rgb_as_latents(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path)
+    latents = torch.randn(1, 16, 16, 4, requires_grad=True)
+    out = guidance(latents, prompt_utils(ts), **cameras(1), rgb_as_latents=True)
+    out["loss_sdi"].backward()
+    assert latents.grad.abs().sum() > 0
+
+
+def test_guidance_eval_is_refused_with_advice(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path)
+    with pytest.raises(ValueError, match="guidance_eval"):
+        guidance(torch.rand(1, IMAGE, IMAGE, 3), prompt_utils(ts), **cameras(1), guidance_eval=True)
+
+
+# ------------------------------------------------------------------ timestep schedule
+def test_annealed_t_defaults_to_the_preset_range(ts, tiny_path):
+    paper = make_guidance(ts, tiny_path, trainer_max_steps=1000)
+    official = make_guidance(ts, tiny_path, preset="official", trainer_max_steps=1000)
+    for guidance, start, end in ((paper, 999, 200), (official, 980, 250)):
+        guidance.update_step(0, 0)
+        assert guidance.min_step == guidance.max_step == start
+        guidance.update_step(0, 1000)
+        assert guidance.min_step == guidance.max_step == end
+        guidance.update_step(0, 5000)
+        assert guidance.min_step == end
+
+
+def test_step_percents_accept_c_schedules(ts, tiny_path):
+    guidance = make_guidance(
+        ts, tiny_path, t_anneal=False, min_step_percent=[0, 0.5, 0.3, 100], max_step_percent=0.9
+    )
+    guidance.update_step(0, 50)
+    assert guidance.min_step_percent == pytest.approx(0.4)
+    assert (guidance.min_step, guidance.max_step) == (400, 900)
+    draws = {
+        guidance(torch.rand(1, IMAGE, IMAGE, 3), prompt_utils(ts), **cameras(1))["timestep"] for _ in range(4)
+    }
+    assert all(400 <= t <= 900 for t in draws)
+
+
+# ------------------------------------------------------------------ losses
+def test_convexity_loss_and_schedules(ts):
+    from threestudio.utils.misc import C
+
+    from threestudio_sdi.threestudio import losses
+
+    flat = torch.full((2, 16, 16, 3), 0.5)
+    assert losses.convexity_loss(flat).item() == pytest.approx(0.0, abs=1e-7)
+    ramp = torch.linspace(-0.5, 0.5, 16)
+    bump = torch.stack([ramp[None, :].expand(16, 16), -ramp[:, None].expand(16, 16), torch.ones(16, 16)], -1)
+    value = losses.convexity_loss(bump[None])
+    assert torch.isfinite(value) and value.item() != 0
+    mirrored = bump.flip(1)  # the mirrored surface turns the other way: opposite sign
+    torch.testing.assert_close(losses.convexity_loss(mirrored[None]), -value)
+    with pytest.raises(ValueError, match="comp_normal"):
+        losses.convexity_loss(flat[..., :2])
+
+    paper, official = losses.convexity_schedule("paper"), losses.convexity_schedule("official")
+    assert paper == losses.CONVEXITY_SCHEDULES["paper"]
+    assert [C(paper, 0, s) for s in (0, 3999, 4000, 9999)] == [0.1, 0.1, 0.0, 0.0]
+    assert [C(official, 0, s) for s in (0, 2000, 4000, 9999)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+    assert losses.convexity_schedule("paper", 1000)[-1] == 400
+
+
+def test_regularisers_are_finite_and_guarded(ts):
+    from threestudio_sdi.threestudio import losses
+
+    opacity = torch.rand(1, 8, 8, 1)
+    assert losses.sparsity_loss(opacity) > 0
+    assert losses.opaque_loss(opacity) > 0
+    empty = torch.zeros(1, 8, 8, 1)
+    assert losses.z_variance_loss(torch.ones_like(empty), empty).item() == 0.0
+    normal = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    value = losses.orient_loss(torch.rand(64, 1), normal, -normal, opacity)
+    assert value.item() == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------ system
+def system_config(tiny_path, **loss):
+    return {
+        "renderer_type": "test-renderer",
+        "renderer": {"size": 16},
+        "prompt_processor_type": "test-prompt-processor",
+        "prompt_processor": {"use_perp_neg": True},
+        "guidance_type": "sdi-guidance",
+        "guidance": {"pretrained_model_name_or_path": tiny_path, "seed": 0, "trainer_max_steps": 100},
+        "loss": {
+            "lambda_sdi": 1.0,
+            "lambda_orient": 0.1,
+            "lambda_sparsity": [0, 0.15, 0.0, 3000],
+            "lambda_opaque": 0.1,
+            "lambda_z_variance": 1.0,
+            "lambda_convex": [0, 1.0, 0.1, 4000],
+            **loss,
+        },
+    }
+
+
+def batch(size=2):
+    return {**cameras(size), "rays_o": torch.zeros(size, 16, 16, 3), "index": torch.arange(size)}
+
+
+@pytest.fixture
+def system(ts, tiny_path):
+    system = ts.threestudio.find("sdi-ext-system")(system_config(tiny_path))
+    system.on_fit_start()
+    return system
+
+
+def test_system_training_step(ts, system):
+    system.true_global_step = 10
+    system.do_update_step(0, 10)
+    from threestudio_sdi.timesteps import annealed_timestep
+
+    assert system.guidance.min_step == annealed_timestep(10, 100, 0.2, 1.0, 1000)
+    loss = system.training_step(batch(), 0)["loss"]
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert system.renderer.color.grad.abs().sum() > 0
+    logged = system.logged
+    for key in ("sdi", "orient", "sparsity", "opaque", "z_variance", "convex"):
+        assert torch.isfinite(torch.as_tensor(logged[f"train/loss_{key}"]))
+    for key in ("grad_norm", "min_step", "max_step", "timestep", "model_evaluations"):
+        assert f"train/{key}" in logged
+    assert logged["train_params/lambda_convex"] == pytest.approx(1.0 - 0.9 * 10 / 4000)
+
+
+def test_system_needs_a_lambda_for_each_guidance_loss(ts, tiny_path):
+    config = system_config(tiny_path)
+    del config["loss"]["lambda_sdi"]
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    system.on_fit_start()
+    with pytest.raises(ValueError, match="lambda_sdi"):
+        system.training_step(batch(1), 0)
+
+
+def test_system_says_which_render_output_a_loss_needs(ts, tiny_path):
+    config = system_config(tiny_path)
+    config["renderer"]["without_normal_map"] = True
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    system.on_fit_start()
+    with pytest.raises(ValueError, match="comp_normal.*return_comp_normal=true.*lambda_convex=0"):
+        system.training_step(batch(1), 0)
+
+
+def test_system_convexity_defaults_to_the_preset_schedule(ts, tiny_path):
+    config = system_config(tiny_path)
+    del config["loss"]["lambda_convex"]
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    assert system.loss_weight("convex") == pytest.approx(0.1)  # paper: 0.1 for the first 40 %
+    system.true_global_step = 40
+    assert system.loss_weight("convex") == 0.0  # 40 % of trainer_max_steps = 100
+    config["guidance"]["preset"] = "official"
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    assert system.loss_weight("convex") == pytest.approx(1.0)
+
+
+def test_system_validation_and_test_outputs(ts, system):
+    system.validation_step(batch(1), 0)
+    filename, panels = system.saved_grids[-1]
+    assert filename == "it0-0.png"
+    assert len(panels) == 6  # render, normal, opacity, noisy, κ, target
+    assert all(panel["img"].shape[:2] == (16, 16) for panel in panels)
+    system.test_step(batch(1), 0)
+    filename, panels = system.saved_grids[-1]
+    assert filename == "it0-test/0.png" and len(panels) == 3
+    system.on_test_epoch_end()
+    assert system.saved_sequences == ["it0-test.mp4"]
+
+
+def test_system_validation_builds_the_guidance_when_not_fitting(ts, tiny_path):
+    system = ts.threestudio.find("sdi-ext-system")(system_config(tiny_path))
+    system.validation_step(batch(1), 0)
+    assert len(system.saved_grids[-1][1]) == 6

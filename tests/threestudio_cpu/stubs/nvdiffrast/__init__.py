@@ -1,0 +1,1 @@
+"""Stand-in for nvdiffrast (CPU test harness; see ../README.md)."""

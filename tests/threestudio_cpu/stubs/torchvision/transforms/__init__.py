@@ -1,0 +1,1 @@
+"""Stand-in for torchvision.transforms (CPU test harness)."""

@@ -1,0 +1,346 @@
+"""``sdi-guidance``: the threestudio face of :func:`threestudio_sdi.score_distillation.guidance_step`.
+
+A thin adapter. It loads Stable Diffusion through :func:`threestudio_sdi.models.stable_diffusion.
+load_stable_diffusion`, turns threestudio's prompt-processor output into a core
+:class:`~threestudio_sdi.cfg.Conditioning`, picks the step's timestep with the core policies of
+:mod:`threestudio_sdi.timesteps` (threestudio's ``C()`` evaluates scheduled settings), encodes the
+render with the VAE, and hands everything to the core. All DDIM, CFG and inversion math lives in the
+core; this module only moves tensors between the two APIs.
+
+Returned by a call (every ``loss_<x>`` is weighted by ``system.loss.lambda_<x>``, the scalars are
+logged by the system as ``train/<key>``):
+
+* ``loss_sdi``: ½ mean((z0 − stopgrad(ẑ0))²) (``loss_reduction: mean``, SPEC §2), or
+  ½ Σ(z0 − ẑ0)² / B (``sum``, the scale of threestudio's SDS);
+* ``grad_norm`` ‖z0 − ẑ0‖; ``min_step`` / ``max_step`` the step's timestep range; ``timestep`` the t
+  the UNet was told; ``timestep_noisy`` the noise level t' = t + δ of its input;
+  ``model_evaluations`` the guided UNet evaluations of the step (inversion hops + 1);
+* with ``return_images=True``: ``noisy_img``, ``noise_img`` (κ decoded as if it were a latent, for
+  display only, as the released code does) and ``target_img`` — [B, H, W, 3] in [0, 1] at the
+  render's resolution — and the latents ``latents``, ``target_latent``, ``noise``, ``noise_pred``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import threestudio
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from threestudio.utils.base import BaseObject
+from threestudio.utils.misc import C
+from torch import Tensor
+
+from ..cfg import Conditioning
+from ..errors import check_choice
+from ..presets import get_preset
+from ..score_distillation import NOISE_STRATEGIES, GuidanceConfig, guidance_step
+from ..timesteps import annealed_timestep, check_step_range, clamp_timestep, random_timestep
+from .registry import register
+
+GUIDANCE_NAME = "sdi-guidance"
+LOSS_REDUCTIONS = ("mean", "sum")
+THREED_NOISE_STRATEGIES = tuple(name for name in NOISE_STRATEGIES if name != "cached")
+"""``cached`` (the DDIM κ-cache) needs the same image at consecutive steps: meaningless in 3D."""
+
+
+def resolve_noise(enable_sdi: bool, noise: str | None) -> str:
+    """The core noise strategy of the switches ``enable_sdi`` and ``noise`` (the override)."""
+    if noise is None:
+        return "inversion" if enable_sdi else "random"
+    check_choice("noise", noise, THREED_NOISE_STRATEGIES)
+    if not enable_sdi and noise != "random":
+        raise ValueError(f"enable_sdi=false means noise='random' (SDS noise), but noise={noise!r} was set")
+    return noise
+
+
+def conditioning_from_prompt_utils(
+    prompt_utils: Any,
+    elevation: Tensor,
+    azimuth: Tensor,
+    camera_distances: Tensor,
+    view_dependent_prompting: bool = True,
+) -> Conditioning:
+    """threestudio's ``PromptProcessorOutput`` for a batch of cameras -> a core ``Conditioning``.
+
+    Without Perp-Neg, ``get_text_embeddings`` returns [2B, L, D]: the B positive embeddings, then the
+    B unconditional ones. With ``prompt_utils.use_perp_neg``, ``get_text_embeddings_perp_neg``
+    returns [4B, L, D] — positives (B), unconditional (B), then the two negatives of each sample
+    interleaved (sample b's at rows 2b and 2b + 1 of the last 2B) — and the weights [B, 2] (already
+    negative), which become ``negatives=[first negatives, second negatives]``.
+    """
+    batch = elevation.shape[0]
+    if getattr(prompt_utils, "use_perp_neg", False):
+        if not view_dependent_prompting:
+            raise ValueError(
+                "Perp-Neg (prompt_processor.use_perp_neg=true) needs view-dependent prompting; "
+                "set guidance.view_dependent_prompting=true or use_perp_neg=false"
+            )
+        embeddings, weights = prompt_utils.get_text_embeddings_perp_neg(
+            elevation, azimuth, camera_distances, view_dependent_prompting
+        )
+        if embeddings.shape[0] != 4 * batch or tuple(weights.shape) != (batch, 2):
+            raise ValueError(
+                f"get_text_embeddings_perp_neg returned embeddings {tuple(embeddings.shape)} and weights "
+                f"{tuple(weights.shape)} for {batch} cameras; expected [{4 * batch}, L, D] and [{batch}, 2]"
+            )
+        negatives = embeddings[2 * batch :]
+        return Conditioning(
+            cond=embeddings[:batch],
+            uncond=embeddings[batch : 2 * batch],
+            negatives=[negatives[0::2], negatives[1::2]],
+            negative_weights=weights,
+        )
+    embeddings = prompt_utils.get_text_embeddings(
+        elevation, azimuth, camera_distances, view_dependent_prompting
+    )
+    if embeddings.shape[0] != 2 * batch:
+        raise ValueError(
+            f"get_text_embeddings returned {embeddings.shape[0]} embeddings for {batch} cameras; "
+            f"expected {2 * batch} (conditional, then unconditional)"
+        )
+    return Conditioning(cond=embeddings[:batch], uncond=embeddings[batch:])
+
+
+FIRST_CLASS_KEYS = (
+    "preset",
+    "noise",
+    "guidance_scale",
+    "inversion_guidance_scale",
+    "inversion_n_steps",
+    "inversion_eta",
+    "overshoot",
+    "cfg_mode",
+)
+"""GuidanceConfig fields that are keys of ``sdi-guidance`` itself (not allowed in ``core_options``)."""
+
+
+def core_guidance_config(cfg: Any) -> GuidanceConfig:
+    """The core :class:`GuidanceConfig` of an ``sdi-guidance`` config (ValueError naming a bad key)."""
+    options = dict(
+        OmegaConf.to_container(cfg.core_options, resolve=True)
+        if OmegaConf.is_config(cfg.core_options)
+        else cfg.core_options or {}
+    )
+    known = {item.name for item in dataclasses.fields(GuidanceConfig)}
+    for key in options:
+        if key in FIRST_CLASS_KEYS:
+            raise ValueError(f"core_options.{key}: set {key} directly (system.guidance.{key})")
+        if key not in known:
+            extra = sorted(known - set(FIRST_CLASS_KEYS))
+            raise ValueError(f"core_options.{key} is not a GuidanceConfig field; known: {', '.join(extra)}")
+    return GuidanceConfig(
+        preset=cfg.preset,
+        noise=resolve_noise(cfg.enable_sdi, cfg.noise),
+        guidance_scale=cfg.guidance_scale,
+        inversion_guidance_scale=cfg.inversion_guidance_scale,
+        inversion_n_steps=cfg.inversion_n_steps,
+        inversion_eta=cfg.inversion_eta,
+        overshoot=cfg.overshoot,
+        cfg_mode=cfg.cfg_mode,
+        **options,
+    )
+
+
+@register(GUIDANCE_NAME)
+class SDIGuidance(BaseObject):
+    """Score Distillation via Reparametrized DDIM as a threestudio guidance (module docstring)."""
+
+    @dataclass
+    class Config(BaseObject.Config):
+        # typing.Optional, not ``X | None``: OmegaConf evaluates these annotations, on Python 3.9 too.
+        pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
+        """Hub id or local folder of a Stable Diffusion pipeline (loaded like real weights)."""
+        local_files_only: bool = False
+        half_precision_weights: bool = True
+        """float16 UNet/VAE on CUDA; always float32 on CPU."""
+        image_size: Optional[int] = None  # noqa: UP045
+        """Renders are resized to image_size² before the VAE; None = the model's native size (512)."""
+
+        preset: str = "paper"
+        """``paper`` or ``official`` (SPEC §3): t range, overshoot, inversion grid, eta, CFG mode."""
+        enable_sdi: bool = True
+        """false: κ ~ N(0, I) afresh each step (SDS noise with SDI's weighting): the ablation."""
+        noise: Optional[str] = None  # noqa: UP045
+        """Override: ``inversion`` (SDI), ``uncond-inversion`` (ISM-style), ``random``, ``fixed-point`` (research)."""
+        guidance_scale: float = 7.5
+        inversion_guidance_scale: float = -7.5
+        inversion_n_steps: int = 10
+        inversion_eta: float = 0.3
+        overshoot: bool = True
+        """Invert to t + δ and tell the UNet t (the "denoise slightly lower" trick); false: δ = 0."""
+        cfg_mode: Optional[str] = None  # noqa: UP045
+        """``standard`` or ``quirk`` CFG without Perp-Neg; None = the preset's."""
+
+        t_anneal: bool = True
+        """t decays linearly from max to min over trainer_max_steps; false: t ~ U{min..max} (SDS)."""
+        min_step_percent: Optional[Any] = None  # noqa: UP045
+        """None = the preset's; a number or a threestudio C() schedule."""
+        max_step_percent: Optional[Any] = None  # noqa: UP045
+        trainer_max_steps: int = 10000
+
+        loss_reduction: str = "mean"
+        view_dependent_prompting: bool = True
+        seed: Optional[int] = None  # noqa: UP045
+        """Seed of the guidance's own torch.Generator (VAE sample, δ, η and SDS noise); None = global RNG."""
+        core_options: dict = field(default_factory=dict)
+        """Further fields of the core's GuidanceConfig (research options such as ``skip_origin``)."""
+
+    cfg: Config
+
+    def configure(self) -> None:
+        from ..models.stable_diffusion import load_stable_diffusion
+
+        cfg = self.cfg
+        check_choice("loss_reduction", cfg.loss_reduction, LOSS_REDUCTIONS)
+        self.preset = get_preset(cfg.preset)
+        self.guidance_config = core_guidance_config(cfg)
+        if cfg.image_size is not None and cfg.image_size < 8:
+            raise ValueError(f"image_size must be >= 8 or null, got {cfg.image_size}")
+        self.device = torch.device(self.device)
+        half = bool(cfg.half_precision_weights) and self.device.type == "cuda"
+        threestudio.info(f"Loading Stable Diffusion from {cfg.pretrained_model_name_or_path} ...")
+        parts = load_stable_diffusion(
+            cfg.pretrained_model_name_or_path,
+            device=self.device,
+            half_precision=half,
+            local_files_only=cfg.local_files_only,
+        )
+        # The prompt processor owns the text side; keeping only the UNet and the VAE frees the text encoder.
+        self.model = parts.model
+        self.codec = parts.codec
+        del parts
+        self.num_train_timesteps = self.model.schedule.num_train_timesteps
+        vae_scale = 2 ** (len(self.codec.vae.config.block_out_channels) - 1)
+        self.native_size = int(self.model.unet.config.sample_size) * vae_scale
+        self.image_size = int(cfg.image_size or self.native_size)
+        if self.image_size % vae_scale:
+            raise ValueError(
+                f"image_size must be a multiple of the VAE's factor {vae_scale}, got {self.image_size}"
+            )
+        self.latent_size = self.image_size // vae_scale
+        self.generator: torch.Generator | None = None
+        if cfg.seed is not None:
+            self.generator = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+        self.update_step(0, 0)
+        threestudio.info("Loaded Stable Diffusion!")
+
+    # ---------------------------------------------------------------- schedule
+    def step_range(self, epoch: int, global_step: int) -> tuple[float, float]:
+        """(min, max) step percents at this step: the C()-evaluated settings or the preset's."""
+        low = self.cfg.min_step_percent
+        high = self.cfg.max_step_percent
+        low = self.preset.min_step_percent if low is None else C(low, epoch, global_step)
+        high = self.preset.max_step_percent if high is None else C(high, epoch, global_step)
+        return check_step_range(low, high)
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        low, high = self.step_range(epoch, global_step)
+        self.min_step_percent, self.max_step_percent = low, high
+        total = self.num_train_timesteps
+        if self.cfg.t_anneal:
+            t = annealed_timestep(global_step, self.cfg.trainer_max_steps, low, high, total)
+            self.min_step = self.max_step = t
+        else:
+            self.min_step = clamp_timestep(int(total * low), total)
+            self.max_step = clamp_timestep(int(total * high), total)
+
+    def draw_timestep(self) -> int:
+        """The step's t, shared by every view of the batch."""
+        if self.cfg.t_anneal:
+            return self.min_step
+        return random_timestep(
+            self.min_step_percent, self.max_step_percent, self.num_train_timesteps, self.generator
+        )
+
+    # ---------------------------------------------------------------- images
+    def encode_images(self, rgb: Tensor) -> Tensor:
+        """Renders [B, H, W, 3] in [0, 1] -> latents [B, 4, h, w], differentiable (resize + VAE)."""
+        images = rgb.permute(0, 3, 1, 2).float()
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(
+                images, (self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
+        return self.codec.encode(images, mode="sample", generator=self.generator)
+
+    def decode_latents(self, latents: Tensor, height: int, width: int) -> Tensor:
+        """Latents -> images [B, height, width, 3] in [0, 1] (no grad), for validation panels."""
+        images = self.codec.decode(latents.float())
+        if images.shape[-2:] != (height, width):
+            images = F.interpolate(images, (height, width), mode="bilinear", align_corners=False)
+        return images.permute(0, 2, 3, 1)
+
+    # ---------------------------------------------------------------- call
+    def __call__(
+        self,
+        rgb: Tensor,
+        prompt_utils: Any,
+        elevation: Tensor,
+        azimuth: Tensor,
+        camera_distances: Tensor,
+        rgb_as_latents: bool = False,
+        guidance_eval: bool = False,
+        return_images: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        if guidance_eval:
+            raise ValueError(
+                "sdi-guidance does not implement threestudio's guidance_eval roll-outs; set "
+                "system.freq.guidance_eval=0 (sdi-ext-system shows the noisy / κ / target panels instead)"
+            )
+        if rgb.ndim != 4:
+            raise ValueError(f"rgb must have shape [B, H, W, C], got {tuple(rgb.shape)}")
+        batch, height, width = rgb.shape[:3]
+        if elevation.shape[0] != batch:
+            raise ValueError(f"elevation has {elevation.shape[0]} cameras but rgb has batch {batch}")
+        with torch.autocast(device_type=rgb.device.type, enabled=False):
+            if rgb_as_latents:
+                latents = F.interpolate(
+                    rgb.permute(0, 3, 1, 2).float(),
+                    (self.latent_size, self.latent_size),
+                    mode="bilinear",
+                    align_corners=False,
+                )
+            else:
+                if rgb.shape[-1] != 3:
+                    raise ValueError(f"rgb must have 3 channels, got shape {tuple(rgb.shape)}")
+                latents = self.encode_images(rgb)
+            conditioning = conditioning_from_prompt_utils(
+                prompt_utils, elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
+            )
+            step = guidance_step(
+                self.model,
+                latents,
+                self.draw_timestep(),
+                conditioning,
+                self.guidance_config,
+                generator=self.generator,
+                schedule=self.model.schedule,
+            )
+            if self.cfg.loss_reduction == "mean":
+                loss = step.loss
+            else:
+                loss = 0.5 * F.mse_loss(latents, step.target, reduction="sum") / batch
+        out: dict[str, Any] = {
+            "loss_sdi": loss,
+            "grad_norm": step.grad_norm,
+            "min_step": self.min_step,
+            "max_step": self.max_step,
+            "timestep": step.t,
+            "timestep_noisy": step.t_prime,
+            "model_evaluations": step.model_evaluations,
+        }
+        if return_images:
+            out.update(
+                noisy_img=self.decode_latents(step.x_noisy, height, width),
+                noise_img=self.decode_latents(step.noise, height, width),
+                target_img=self.decode_latents(step.target, height, width),
+                latents=latents.detach(),
+                target_latent=step.target,
+                noise=step.noise,
+                noise_pred=step.noise_pred,
+            )
+        return out
