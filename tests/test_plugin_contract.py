@@ -6,6 +6,7 @@ loaded by path exactly like real weights. The real-threestudio test is test_thre
 
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -264,6 +265,7 @@ def test_guidance_end_to_end(ts, tiny_path, preset, use_perp_neg, batch):
         "timestep",
         "timestep_noisy",
         "model_evaluations",
+        "nonfinite_steps",
     }
     assert out["loss_sdi"].ndim == 0 and torch.isfinite(out["loss_sdi"])
     assert out["timestep"] == out["min_step"] == out["max_step"] == expected_t
@@ -528,3 +530,127 @@ def test_system_validation_builds_the_guidance_when_not_fitting(ts, tiny_path):
     system = ts.threestudio.find("sdi-ext-system")(system_config(tiny_path))
     system.validation_step(batch(1), 0)
     assert len(system.saved_grids[-1][1]) == 6
+
+
+# ------------------------------------------------------------------ reliability
+def train(system, steps, start=0, optimizer_state=None):
+    """``steps`` training steps of the stand-in system with Adam on the renderer: losses, Adam state."""
+    optimizer = torch.optim.Adam(system.renderer.parameters(), lr=0.05)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    losses = []
+    for step in range(start, start + steps):
+        system.true_global_step = step
+        system.do_update_step(0, step)
+        optimizer.zero_grad()
+        loss = system.training_step(batch(), step)["loss"]
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, optimizer.state_dict()
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(ts, tiny_path):
+    """6 steps straight == 3 steps, checkpoint, a fresh system restored from it, 3 more steps."""
+    config = system_config(tiny_path, lambda_orient=0.0)
+    config["guidance"] = {**config["guidance"], "preset": "official", "t_anneal": False}
+
+    straight = ts.threestudio.find("sdi-ext-system")(config)
+    straight.on_fit_start()
+    expected, _ = train(straight, 6)
+
+    first = ts.threestudio.find("sdi-ext-system")(config)
+    first.on_fit_start()
+    losses, optimizer_state = train(first, 3)
+    checkpoint = {
+        "state_dict": copy.deepcopy(first.state_dict()),
+        "optimizer": copy.deepcopy(optimizer_state),
+    }
+    first.on_save_checkpoint(checkpoint)
+    assert "sdi_guidance_state" in checkpoint
+
+    resumed = ts.threestudio.find("sdi-ext-system")(config)
+    resumed.load_state_dict(checkpoint["state_dict"])
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.on_fit_start()
+    more, _ = train(resumed, 3, start=3, optimizer_state=checkpoint["optimizer"])
+    assert losses + more == expected
+    assert len(set(expected)) == 6
+
+
+def test_resume_restores_the_guidance_random_stream(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path, t_anneal=False)
+    state = guidance.state_dict()
+    draws = [guidance.draw_timestep() for _ in range(5)]
+    other = make_guidance(ts, tiny_path, t_anneal=False, seed=99)
+    other.load_state_dict(state)
+    assert [other.draw_timestep() for _ in range(5)] == draws
+
+
+def test_guidance_without_seed_follows_the_global_seed(ts, tiny_path):
+    torch.manual_seed(5)
+    first = make_guidance(ts, tiny_path, seed=None, t_anneal=False)
+    torch.manual_seed(5)
+    second = make_guidance(ts, tiny_path, seed=None, t_anneal=False)
+    assert [first.draw_timestep() for _ in range(5)] == [second.draw_timestep() for _ in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("rgb", "kwargs", "message"),
+    [
+        (torch.rand(0, IMAGE, IMAGE, 3), {}, "B >= 1"),
+        (torch.rand(1, IMAGE, IMAGE, 4), {}, r"renders \[B, H, W, 3\]"),
+        (torch.rand(1, IMAGE, IMAGE, 3), {"rgb_as_latents": True}, r"latents \[B, H, W, 4\]"),
+        (torch.full((1, IMAGE, IMAGE, 3), float("nan")), {}, "NaN or Inf"),
+        (torch.randint(0, 255, (1, IMAGE, IMAGE, 3)), {}, "floating-point"),
+    ],
+)
+def test_bad_renders_are_refused_with_a_clear_message(ts, tiny_path, rgb, kwargs, message):
+    guidance = make_guidance(ts, tiny_path)
+    with pytest.raises(ValueError, match=message):
+        guidance(rgb, prompt_utils(ts), **cameras(rgb.shape[0] or 1), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_renders_of_other_dtypes_are_cast_with_their_gradient(ts, tiny_path, dtype):
+    guidance = make_guidance(ts, tiny_path)
+    rgb = torch.rand(2, IMAGE, IMAGE, 3).to(dtype).requires_grad_(True)
+    out = guidance(rgb, prompt_utils(ts), **cameras(2))
+    out["loss_sdi"].backward()
+    assert rgb.grad.dtype == dtype and rgb.grad.isfinite().all() and rgb.grad.abs().sum() > 0
+
+
+def test_out_of_range_renders_are_clamped(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path)
+    rgb = torch.rand(1, IMAGE, IMAGE, 3)
+    low = guidance(rgb * 1.2 - 0.1, prompt_utils(ts), **cameras(1))
+    reference = make_guidance(ts, tiny_path)((rgb * 1.2 - 0.1).clamp(0, 1), prompt_utils(ts), **cameras(1))
+    assert low["loss_sdi"].item() == pytest.approx(reference["loss_sdi"].item(), rel=1e-6)
+
+
+def test_a_nan_inside_the_step_is_counted_and_never_reaches_the_render(ts, tiny_path):
+    import warnings
+
+    from threestudio_sdi.score_distillation import NonFiniteGuidanceWarning
+
+    guidance = make_guidance(ts, tiny_path, preset="official", overshoot=False)
+    unet = guidance.model.unet
+    original = unet.forward
+
+    def overflowing(sample, timestep, *args, **kwargs):  # fp16 overflow at the inversion's origin
+        out = original(sample, timestep, *args, **kwargs)
+        if (timestep < 0).any():
+            out.sample.fill_(float("inf"))
+        return out
+
+    unet.forward = overflowing
+    rgb = torch.rand(2, IMAGE, IMAGE, 3, requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = guidance(rgb, prompt_utils(ts), **cameras(2))
+    assert any(issubclass(w.category, NonFiniteGuidanceWarning) and "κ" in str(w.message) for w in caught)
+    out["loss_sdi"].backward()
+    assert out["loss_sdi"].item() == 0.0 and out["nonfinite_steps"] == 1
+    assert torch.equal(rgb.grad, torch.zeros_like(rgb))
+    unet.forward = original
+    assert guidance(rgb, prompt_utils(ts), **cameras(2))["nonfinite_steps"] == 1

@@ -140,10 +140,15 @@ def test_perp_neg_removes_only_the_component_along_the_positive_direction() -> N
 def test_positive_guidance_moves_samples_toward_the_class(
     digits: GaussianMixtureModel, fresh_seed: int
 ) -> None:
+    """The class margin log p(y|x) − max_{y'≠y} log p(y'|x) grows with γ (γ = 0 is unconditional).
+
+    (The log posterior itself saturates at 0 for well-separated classes; the margin does not. Over
+    seeds 0-59 the margin at γ = 4 was at least 1.34x the margin at γ = 1.)
+    """
     from threestudio_sdi.lab import distill_2d
 
     target = fresh_seed % 10
-    log_posteriors = []
+    margins = []
     for scale in (0.0, 1.0, 4.0):
         x0 = distill_2d(
             digits,
@@ -155,8 +160,11 @@ def test_positive_guidance_moves_samples_toward_the_class(
             guidance_scale=scale,
             disable=True,
         )
-        log_posteriors.append(digits.class_log_posterior(x0)[:, target].mean().item())
-    assert log_posteriors[0] < log_posteriors[1] < log_posteriors[2], log_posteriors
+        log_posterior = digits.class_log_posterior(x0)
+        others = torch.cat([log_posterior[:, :target], log_posterior[:, target + 1 :]], 1)
+        margins.append((log_posterior[:, target] - others.max(1).values).mean().item())
+    assert margins[0] < margins[1] < margins[2], margins
+    assert margins[2] > 1.1 * margins[1], margins
 
 
 def test_annealed_timestep_official_range() -> None:

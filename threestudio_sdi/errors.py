@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
@@ -73,3 +73,11 @@ def check_finite_tensor(name: str, tensor: Tensor) -> None:
     """ValueError if ``tensor`` holds NaN or ±Inf."""
     if not tensor.isfinite().all():
         raise ValueError(f"{name} contains NaN or Inf ({int((~tensor.isfinite()).sum())} elements)")
+
+
+def first_nonfinite(tensors: Mapping[str, Tensor]) -> str | None:
+    """The name of the first tensor (in the mapping's order) holding NaN or ±Inf, else None."""
+    for name, tensor in tensors.items():
+        if not tensor.isfinite().all():
+            return name
+    return None

@@ -16,6 +16,11 @@ For a render (or latent) z0 at timestep t (SPEC §2):
 The mean runs over every element of the batch; the released code also divides by the batch size,
 which is the same at its only supported batch size, 1.
 
+A step whose κ, x_{t'}, ε̂ or ẑ0 goes non-finite (e.g. fp16 overflow at small ᾱ) is detected: the
+target becomes z0 itself, so the loss and its gradient are exactly zero and nothing non-finite reaches
+the parameters; a :class:`NonFiniteGuidanceWarning` names the quantity, and so does
+``GuidanceOutput.nonfinite``.
+
 Fewer-evaluation research options, all off by default (:class:`GuidanceConfig`): ``inversion_order=2``
 (multistep second-order inversion, :func:`threestudio_sdi.ddim.ddim_invert`), ``skip_origin`` (no
 evaluation at the ``official`` grid's negative origin) and ``adaptive_inversion_steps`` (fewer hops at
@@ -26,6 +31,7 @@ small t), see :mod:`threestudio_sdi.presets`. Evaluations per step, ``official``
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +41,14 @@ from torch import Tensor
 
 from .cfg import CFG_MODES, Conditioning, guided_epsilon
 from .ddim import INVERSION_ORDERS, ddim_invert
-from .errors import check_choice, check_finite_tensor, check_int, check_range, check_same_shape
+from .errors import (
+    check_choice,
+    check_finite_tensor,
+    check_int,
+    check_range,
+    check_same_shape,
+    first_nonfinite,
+)
 from .fixed_point import FIXED_POINT_METHODS, FixedPointResult, refine_fixed_point
 from .noise import randn_like
 from .prediction import predict_x0
@@ -52,6 +65,12 @@ from .schedule import NoiseSchedule
 NOISE_STRATEGIES = ("random", "cached", "inversion", "uncond-inversion", "fixed-point")
 INVERSION_STRATEGIES = ("inversion", "uncond-inversion")
 FIXED_POINT_STARTS = ("inversion", "random")
+MAX_GUIDANCE_SCALE = 1000.0
+"""Largest |γ| accepted: threestudio's SDS uses 100; beyond 1000 a step only overflows."""
+
+
+class NonFiniteGuidanceWarning(RuntimeWarning):
+    """A guidance step produced NaN or Inf; its loss was set to zero (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +81,10 @@ class GuidanceConfig:
         preset: ``"paper"`` or ``"official"`` (see :mod:`threestudio_sdi.presets`).
         noise: ``"random"`` (SDS), ``"cached"`` (DDIM), ``"inversion"`` (SDI), ``"uncond-inversion"`` (ISM),
             ``"fixed-point"`` (research: κ refined toward the fixed point, see below).
-        guidance_scale: γ_fwd, CFG of the prediction.
+        guidance_scale: γ_fwd, CFG of the prediction (|γ| ≤ 1000, as every scale here).
         inversion_guidance_scale: γ_inv, CFG of the inversion (negative by default, paper §6.2).
         inversion_n_steps: n, the inversion grid has stride T/n.
-        inversion_eta: η ≥ 0 of the entropy term, placed as the preset says.
+        inversion_eta: η ∈ [0, 1] of the entropy term (DDIM's η), placed as the preset says.
         overshoot: draw δ > 0 as the preset says; False inverts to t exactly.
         cfg_mode: ``"standard"`` or ``"quirk"``; None takes the preset's.
 
@@ -109,10 +128,10 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         get_preset(self.preset)
         check_choice("noise", self.noise, NOISE_STRATEGIES)
-        check_range("guidance_scale", self.guidance_scale)
-        check_range("inversion_guidance_scale", self.inversion_guidance_scale)
+        for name in ("guidance_scale", "inversion_guidance_scale"):
+            check_range(name, getattr(self, name), -MAX_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE)
         check_int("inversion_n_steps", self.inversion_n_steps, low=1)
-        check_range("inversion_eta", self.inversion_eta, 0.0)
+        check_range("inversion_eta", self.inversion_eta, 0.0, 1.0)
         if not isinstance(self.overshoot, bool):
             raise ValueError(f"overshoot must be true or false, got {self.overshoot!r}")
         if self.cfg_mode is not None:
@@ -132,7 +151,12 @@ class GuidanceConfig:
         check_choice("fixed_point_start", self.fixed_point_start, FIXED_POINT_STARTS)
         check_choice("fixed_point_method", self.fixed_point_method, FIXED_POINT_METHODS)
         if self.fixed_point_guidance_scale is not None:
-            check_range("fixed_point_guidance_scale", self.fixed_point_guidance_scale)
+            check_range(
+                "fixed_point_guidance_scale",
+                self.fixed_point_guidance_scale,
+                -MAX_GUIDANCE_SCALE,
+                MAX_GUIDANCE_SCALE,
+            )
         check_range("fixed_point_tolerance", self.fixed_point_tolerance, 0.0, low_open=True)
         check_int("fixed_point_max_iterations", self.fixed_point_max_iterations, low=0)
         check_range("fixed_point_mixing", self.fixed_point_mixing, 0.0, 1.0, low_open=True)
@@ -160,6 +184,7 @@ class GuidanceOutput:
         noise: κ; noise_pred: ε̂ at (x_{t'}, t); x_noisy: x_{t'}.
         fixed_point: the refinement's :class:`~threestudio_sdi.fixed_point.FixedPointResult`
             (``fixed-point`` strategy only, else None).
+        nonfinite: the quantity that went non-finite (the loss is then zero), else None.
     """
 
     loss: Tensor
@@ -172,6 +197,7 @@ class GuidanceOutput:
     noise_pred: Tensor
     x_noisy: Tensor
     fixed_point: FixedPointResult | None = None
+    nonfinite: str | None = None
 
 
 def inversion_grid(config: GuidanceConfig, t: int, t_prime: int, schedule: NoiseSchedule) -> list[int]:
@@ -207,6 +233,8 @@ def guidance_step(
     t = check_int("t", t)
     if not 0 < t < num_train:
         raise ValueError(f"t must lie in 1..{num_train - 1}, got {t}")
+    if z0.ndim < 2 or z0.shape[0] == 0:
+        raise ValueError(f"z0 must be a non-empty batch [B, ...], got shape {tuple(z0.shape)}")
     check_finite_tensor("z0", z0)
     weights = conditioning.negative_weights
     if weights is not None and weights.shape[0] != z0.shape[0]:
@@ -290,6 +318,21 @@ def guidance_step(
             model, x_noisy, t, conditioning, config.guidance_scale, cfg_mode, schedule
         )
         target = predict_x0(x_noisy, noise_pred, schedule.alpha_bar(t))
+        nonfinite = first_nonfinite(
+            {
+                "the noise κ": kappa,
+                "the noisy input x_t'": x_noisy,
+                "the noise prediction ε̂": noise_pred,
+                "the target ẑ0": target,
+            }
+        )
+        if nonfinite is not None:
+            warnings.warn(
+                f"guidance step at t={t}: {nonfinite} is non-finite (NaN or Inf); its loss is set to zero",
+                NonFiniteGuidanceWarning,
+                stacklevel=2,
+            )
+            target = latents
         grad_norm = (latents - target).norm()
     loss = 0.5 * F.mse_loss(z0, target, reduction="mean")
     return GuidanceOutput(
@@ -303,4 +346,5 @@ def guidance_step(
         noise_pred=noise_pred,
         x_noisy=x_noisy,
         fixed_point=fixed_point,
+        nonfinite=nonfinite,
     )

@@ -15,6 +15,7 @@ import json
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..score_distillation import NonFiniteGuidanceWarning
 from .distill import METHODS, distill_2d
 from .figures import save_band_plot, save_image_grid
 from .metrics import grouped_diversity, grouped_total_variation, mean_pairwise_distance, rms_distance
@@ -154,24 +156,11 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
     for run in runs:
         start = time.perf_counter()
         steps: list[dict[str, Any]] = []
-        x0 = distill_2d(
-            setup.model,
-            run.method,
-            steps=args.steps,
-            seed=args.seed,
-            batch=setup.batch,
-            cond=setup.cond,
-            guidance_scale=args.guidance_scale,
-            inversion_guidance_scale=run.inversion_guidance_scale,
-            preset=args.preset,
-            update=args.update,
-            shape=shape,
-            lr=args.lr,
-            inner_steps=args.inner_steps,
-            callback=steps.append,
-            disable=args.no_progress,
-        ).detach()
+        with warnings.catch_warnings():  # counted below as nonfinite_steps instead of one line per step
+            warnings.simplefilter("ignore", NonFiniteGuidanceWarning)
+            x0 = _distill(setup, run, args, shape, steps.append)
         evaluations = [info["output"].model_evaluations for info in steps if "output" in info]
+        skipped = sum(1 for info in steps if "output" in info and info["output"].nonfinite is not None)
         if run.method == "ddim":
             reference = x0
         samples[run.label] = x0
@@ -182,6 +171,7 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 3),
             "model_evaluations_per_sample": (sum(evaluations) + 1) if evaluations else args.steps,
             "finite": finite,
+            "nonfinite_steps": skipped,
         }
         if finite:
             row.update(setup.measure(x0, reference if reference is not None else x0))
@@ -224,6 +214,29 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
             title=f"power-law Gaussian p={args.exponent}: kept variance per band ({args.steps} steps)",
         )
     return report
+
+
+def _distill(
+    setup: LabSetup, run: Run, args: argparse.Namespace, shape: tuple[int, ...], callback: Callable
+) -> Tensor:
+    """distill_2d of one run with the lab's settings."""
+    return distill_2d(
+        setup.model,
+        run.method,
+        steps=args.steps,
+        seed=args.seed,
+        batch=setup.batch,
+        cond=setup.cond,
+        guidance_scale=args.guidance_scale,
+        inversion_guidance_scale=run.inversion_guidance_scale,
+        preset=args.preset,
+        update=args.update,
+        shape=shape,
+        lr=args.lr,
+        inner_steps=args.inner_steps,
+        callback=callback,
+        disable=args.no_progress,
+    ).detach()
 
 
 def _first_of_each_group(setup: LabSetup, samples: Tensor) -> Tensor:

@@ -185,7 +185,10 @@ class SDIGuidance(BaseObject):
         loss_reduction: str = "mean"
         view_dependent_prompting: bool = True
         seed: Optional[int] = None  # noqa: UP045
-        """Seed of the guidance's own torch.Generator (VAE sample, δ, η and SDS noise); None = global RNG."""
+        """Seed of the guidance's own torch.Generator (VAE sample, δ, η and SDS noise); None = the
+        global seed in force when the guidance is built (threestudio's ``seed``). Its state is saved in
+        and restored from checkpoints by ``sdi-ext-system``, so a resumed run draws what an
+        uninterrupted one would."""
         core_options: dict = field(default_factory=dict)
         """Further fields of the core's GuidanceConfig (research options such as ``skip_origin``)."""
 
@@ -222,11 +225,21 @@ class SDIGuidance(BaseObject):
                 f"image_size must be a multiple of the VAE's factor {vae_scale}, got {self.image_size}"
             )
         self.latent_size = self.image_size // vae_scale
-        self.generator: torch.Generator | None = None
-        if cfg.seed is not None:
-            self.generator = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+        seed = torch.initial_seed() if cfg.seed is None else int(cfg.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.nonfinite_steps = 0
+        self._warned_range = False
         self.update_step(0, 0)
         threestudio.info("Loaded Stable Diffusion!")
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume exactly: the generator and the fault counter."""
+        return {"generator": self.generator.get_state(), "nonfinite_steps": self.nonfinite_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
 
     # ---------------------------------------------------------------- schedule
     def step_range(self, epoch: int, global_step: int) -> tuple[float, float]:
@@ -257,6 +270,34 @@ class SDIGuidance(BaseObject):
         )
 
     # ---------------------------------------------------------------- images
+    def check_render(self, rgb: Tensor, rgb_as_latents: bool) -> Tensor:
+        """The render on the model's device in float32, or ValueError saying what is wrong with it.
+
+        Renders must be [B, H, W, 3] in [0, 1] (latents [B, H, W, 4] with ``rgb_as_latents``), B ≥ 1,
+        finite. Values slightly outside [0, 1] (compositing overshoot) are clamped, with one warning.
+        Any floating dtype and device are accepted: the render is moved and cast, gradients included.
+        """
+        channels = 4 if rgb_as_latents else 3
+        if rgb.ndim != 4 or rgb.shape[-1] != channels or rgb.shape[0] == 0:
+            what = "latents [B, H, W, 4] (rgb_as_latents=true)" if rgb_as_latents else "renders [B, H, W, 3]"
+            raise ValueError(f"sdi-guidance expects {what} with B >= 1, got shape {tuple(rgb.shape)}")
+        if not rgb.is_floating_point():
+            raise ValueError(f"the render must be a floating-point tensor, got {rgb.dtype}")
+        if not rgb.isfinite().all():
+            raise ValueError(
+                "the render holds NaN or Inf: the 3D model diverged before the guidance ran "
+                "(lower the learning rate, or resume from an earlier checkpoint)"
+            )
+        rgb = rgb.to(self.device, torch.float32)
+        if not rgb_as_latents and (rgb.min() < 0 or rgb.max() > 1):
+            if not self._warned_range:
+                threestudio.warn(
+                    f"render values in [{rgb.min().item():.3g}, {rgb.max().item():.3g}] are clamped to [0, 1]"
+                )
+                self._warned_range = True
+            rgb = rgb.clamp(0, 1)
+        return rgb
+
     def encode_images(self, rgb: Tensor) -> Tensor:
         """Renders [B, H, W, 3] in [0, 1] -> latents [B, 4, h, w], differentiable (resize + VAE)."""
         images = rgb.permute(0, 3, 1, 2).float()
@@ -291,8 +332,7 @@ class SDIGuidance(BaseObject):
                 "sdi-guidance does not implement threestudio's guidance_eval roll-outs; set "
                 "system.freq.guidance_eval=0 (sdi-ext-system shows the noisy / κ / target panels instead)"
             )
-        if rgb.ndim != 4:
-            raise ValueError(f"rgb must have shape [B, H, W, C], got {tuple(rgb.shape)}")
+        rgb = self.check_render(rgb, rgb_as_latents)
         batch, height, width = rgb.shape[:3]
         if elevation.shape[0] != batch:
             raise ValueError(f"elevation has {elevation.shape[0]} cameras but rgb has batch {batch}")
@@ -305,8 +345,6 @@ class SDIGuidance(BaseObject):
                     align_corners=False,
                 )
             else:
-                if rgb.shape[-1] != 3:
-                    raise ValueError(f"rgb must have 3 channels, got shape {tuple(rgb.shape)}")
                 latents = self.encode_images(rgb)
             conditioning = conditioning_from_prompt_utils(
                 prompt_utils, elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
@@ -320,6 +358,8 @@ class SDIGuidance(BaseObject):
                 generator=self.generator,
                 schedule=self.model.schedule,
             )
+            if step.nonfinite is not None:
+                self.nonfinite_steps += 1
             if self.cfg.loss_reduction == "mean":
                 loss = step.loss
             else:
@@ -332,6 +372,7 @@ class SDIGuidance(BaseObject):
             "timestep": step.t,
             "timestep_noisy": step.t_prime,
             "model_evaluations": step.model_evaluations,
+            "nonfinite_steps": self.nonfinite_steps,
         }
         if return_images:
             out.update(

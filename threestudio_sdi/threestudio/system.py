@@ -40,6 +40,16 @@ from .losses import (
 from .registry import register
 
 SYSTEM_NAME = "sdi-ext-system"
+GUIDANCE_STATE_KEY = "sdi_guidance_state"
+"""Checkpoint key of the guidance's generator state and fault counter (exact resume)."""
+
+
+def has_own_state(guidance: Any) -> bool:
+    """A guidance that is no ``nn.Module`` (whose weights Lightning saves anyway) but has a state_dict.
+
+    ``sdi-guidance`` is one (its generator); duck-typed so that a re-imported class still counts.
+    """
+    return not isinstance(guidance, torch.nn.Module) and callable(getattr(guidance, "state_dict", None))
 
 
 @register(SYSTEM_NAME)
@@ -72,6 +82,25 @@ class SDIExtSystem(BaseLift3DSystem):
                 self.cfg.prompt_processor
             )
             self.guidance = threestudio.find(self.cfg.guidance_type)(self.cfg.guidance)
+        pending = getattr(self, "_pending_guidance_state", None)
+        if pending is not None and has_own_state(self.guidance):
+            self.guidance.load_state_dict(pending)
+            self._pending_guidance_state = None
+
+    # ---------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the guidance's random state so that a resumed run continues the same draws."""
+        super().on_save_checkpoint(checkpoint)
+        guidance = getattr(self, "guidance", None)
+        if has_own_state(guidance):
+            checkpoint[GUIDANCE_STATE_KEY] = guidance.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore it (now, or when the guidance is built in ``on_fit_start``)."""
+        super().on_load_checkpoint(checkpoint)
+        self._pending_guidance_state = checkpoint.get(GUIDANCE_STATE_KEY)
+        if getattr(self, "guidance", None) is not None:
+            self.ensure_guidance()
 
     # ---------------------------------------------------------------- losses
     def loss_weight(self, name: str) -> float:

@@ -54,6 +54,12 @@ class BaseLift3DSystem(nn.Module, Updateable):
     def on_fit_start(self) -> None:
         pass
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:  # LightningModule's no-op hook
+        pass
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:  # LightningModule's no-op hook
+        pass
+
     def C(self, value: Any) -> float:
         return C(value, self.true_current_epoch, self.true_global_step)
 
