@@ -3,7 +3,7 @@
     THREESTUDIO_ROOT=/path/to/threestudio python -m pytest tests/test_threestudio_integration.py
 
 runs tests/threestudio_cpu/run_smoke.py in a subprocess with the Python of THREESTUDIO_PYTHON (default:
-this one), which must have threestudio's requirements and this package installed (docs/threestudio.md).
+this one), which must have threestudio's requirements and this package installed (README, "Using SDI in threestudio").
 The CPU stand-ins for tinycudann / nvdiffrast / torchvision and the pure-torch nerfacc replacements live
 in tests/threestudio_cpu/; nothing is written into the threestudio checkout.
 """
