@@ -200,3 +200,28 @@ def test_guidance_steps_are_bit_identical_on_the_tiny_stack(tmp_path: Path) -> N
         return losses + rgb.grad.flatten().tolist()
 
     assert run() == run()
+
+
+@pytest.fixture(scope="module")
+def tiny_parts(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    pytest.importorskip("diffusers")
+    from threestudio_sdi.models import load_stable_diffusion, tiny_stable_diffusion
+
+    return load_stable_diffusion(
+        tiny_stable_diffusion(tmp_path_factory.mktemp("tiny")), local_files_only=True
+    )
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    config=accepted_configs.filter(lambda c: c.inversion_n_steps <= 50),
+    t=st.integers(1, 999),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_every_accepted_setting_runs_on_the_tiny_stack(
+    tiny_parts, config: GuidanceConfig, t: int, seed: int
+) -> None:  # noqa: ANN001
+    """(n ≤ 50 keeps the fp32 UNet's 12 examples within seconds; larger n is covered on the digits.)"""
+    z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+    cond = tiny_parts.prompts.encode(["a hamburger"]).expand(2, -1, -1)
+    _run_step(tiny_parts.model, z0, t, cond, config, seed)

@@ -65,6 +65,17 @@ def check_batch(name: str, x: Tensor, shape: tuple[int, ...]) -> int:
     return int(x.shape[0])
 
 
+def check_per_sample_index(name: str, value: Tensor, batch: int, what: str = "an int") -> Tensor:
+    """An integer tensor of shape [] or [batch] (one index per sample), on the CPU; else ValueError."""
+    if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+        raise ValueError(f"{name} must be {what} or an integer tensor, got a tensor of dtype {value.dtype}")
+    if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch):
+        raise ValueError(
+            f"{name} must be an int or a tensor of shape [{batch}] (the batch), got {tuple(value.shape)}"
+        )
+    return value.detach().cpu()
+
+
 def alpha_bar_per_sample(schedule: NoiseSchedule, t: int | Tensor, batch: int) -> Tensor:
     """ᾱ_t for each of ``batch`` samples, float64 [B] on the CPU.
 
@@ -72,13 +83,7 @@ def alpha_bar_per_sample(schedule: NoiseSchedule, t: int | Tensor, batch: int) -
     with one timestep per sample (shape [B]) or a single one (0-d).
     """
     if isinstance(t, Tensor):
-        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-            raise ValueError(f"t must be an int or an integer tensor, got a tensor of dtype {t.dtype}")
-        if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != batch):
-            raise ValueError(
-                f"t must be an int or a tensor of shape [{batch}] (the batch), got {tuple(t.shape)}"
-            )
-        t = t.detach().cpu()
+        t = check_per_sample_index("t", t, batch)
     else:
         t = check_int("t", int(t) if isinstance(t, numbers.Integral) else t)
     return schedule.alpha_bar(t).to(torch.float64).expand(batch)

@@ -29,7 +29,14 @@ from torch import Tensor
 from ..errors import check_choice, check_int, check_range
 from ..prediction import output_from_epsilon
 from ..schedule import NoiseSchedule
-from .gaussian import alpha_bar_per_sample, check_batch, check_dtype, check_image_shape, check_schedule
+from .gaussian import (
+    alpha_bar_per_sample,
+    check_batch,
+    check_dtype,
+    check_image_shape,
+    check_per_sample_index,
+    check_schedule,
+)
 from .protocol import PREDICTION_TYPES
 
 DIGITS_SHAPE = (1, 8, 8)
@@ -178,13 +185,7 @@ class GaussianMixtureModel:
         if cond is None:
             return None
         if isinstance(cond, Tensor):
-            if cond.dtype.is_floating_point or cond.dtype.is_complex or cond.dtype == torch.bool:
-                raise ValueError(f"cond must be a class index or an integer tensor, got dtype {cond.dtype}")
-            if cond.ndim > 1 or (cond.ndim == 1 and cond.shape[0] != batch):
-                raise ValueError(
-                    f"cond must be an int or a tensor of shape [{batch}] (the batch), got {tuple(cond.shape)}"
-                )
-            labels = cond.detach().cpu().long().expand(batch)
+            labels = check_per_sample_index("cond", cond, batch, "a class index").long().expand(batch)
         elif isinstance(cond, numbers.Integral) and not isinstance(cond, bool):
             labels = torch.full((batch,), int(cond), dtype=torch.long)
         else:
