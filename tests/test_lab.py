@@ -43,13 +43,14 @@ def test_kappa_cache_equals_ddim_on_the_gaussian(fresh_seed: int) -> None:
 
 def test_sds_over_smooths_every_band_of_the_power_law_gaussian(fresh_seed: int) -> None:
     model = GaussianModel(shape=(1, 8, 8), exponent=1.5)
-    kwargs = dict(steps=50, seed=fresh_seed, batch=512, disable=True)
+    kwargs = dict(steps=50, seed=fresh_seed, batch=2048, disable=True)
     ddim = model.band_variance_ratio(distill_2d(model, "ddim", **kwargs), n_bands=4)
     sds = model.band_variance_ratio(distill_2d(model, "sds", **kwargs), n_bands=4)
     print("kept variance per band, ddim:", ddim.tolist(), "sds:", sds.tolist())
-    # Measured over seeds 0-3: DDIM keeps 0.95-0.97 of the lowest band (0.47-0.49 of the highest,
-    # where its last x̂0 at t = 1 is itself a posterior mean); SDS keeps at most 0.60 of DDIM's.
-    assert 0.88 < ddim[0] < 1.1, ddim
+    # Measured over 30 seeds at batch 2048: DDIM keeps 0.90-0.98 of the lowest band (2 coordinates, so
+    # the estimate's spread is ~0.02; 0.47-0.49 of the highest band, where its last x̂0 at t = 1 is itself
+    # a posterior mean); SDS keeps at most 0.59 of DDIM's in any band. (At batch 512 a seed gave 0.87.)
+    assert 0.8 < ddim[0] < 1.15, ddim
     assert (sds < 0.75 * ddim).all(), (sds, ddim)
 
 
