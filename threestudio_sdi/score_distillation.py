@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cfg import CFG_MODES, Conditioning, guided_epsilon
-from .ddim import INVERSION_ORDERS, ddim_invert
+from .ddim import INVERSION_ORDERS, InversionResult, ddim_invert
 from .errors import (
     check_choice,
     check_finite_tensor,
@@ -211,6 +211,44 @@ def inversion_grid(config: GuidanceConfig, t: int, t_prime: int, schedule: Noise
     )
 
 
+def _invert(
+    model: Any,
+    latents: Tensor,
+    t: int,
+    t_prime: int,
+    conditioning: Conditioning,
+    config: GuidanceConfig,
+    schedule: NoiseSchedule,
+    eta: float,
+    generator: torch.Generator | None,
+) -> InversionResult:
+    """DDIM inversion of the latents to t' on ``config``'s grid, CFG γ_inv and order."""
+    return ddim_invert(
+        model,
+        latents,
+        inversion_grid(config, t, t_prime, schedule),
+        conditioning,
+        config.inversion_guidance_scale,
+        config.resolved_cfg_mode,
+        eta=eta,
+        generator=generator,
+        order=config.inversion_order,
+    )
+
+
+def _entropy(
+    latents: Tensor,
+    t: int,
+    config: GuidanceConfig,
+    schedule: NoiseSchedule,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The paper's entropy term H(t) = η·sqrt(1−ᾱ_t)·n, n ~ N(0, I) (App. A, eq. 11)."""
+    return (
+        config.inversion_eta * (1 - schedule.alpha_bar(t).to(latents)).sqrt() * randn_like(latents, generator)
+    )
+
+
 def guidance_step(
     model: Any,
     z0: Tensor,
@@ -255,32 +293,23 @@ def guidance_step(
                 delta = draw_overshoot(preset, config.inversion_n_steps, num_train, generator)
                 t_prime = min(t + delta, num_train - 1)
         if config.noise in INVERSION_STRATEGIES:
-            inverted = ddim_invert(
+            inverted = _invert(
                 model,
                 latents,
-                inversion_grid(config, t, t_prime, schedule),
+                t,
+                t_prime,
                 conditioning if config.noise == "inversion" else conditioning.unconditional(),
-                config.inversion_guidance_scale,
-                cfg_mode,
-                eta=config.inversion_eta if preset.eta_placement == "every-hop" else 0.0,
-                generator=generator,
-                order=config.inversion_order,
+                config,
+                schedule,
+                config.inversion_eta if preset.eta_placement == "every-hop" else 0.0,
+                generator,
             )
             kappa, evaluations = inverted.noise, inverted.model_evaluations
             if preset.eta_placement == "end" and config.inversion_eta > 0:
-                entropy = config.inversion_eta * (1 - schedule.alpha_bar(t).to(latents)).sqrt()
-                kappa = kappa + entropy * randn_like(latents, generator)
+                kappa = kappa + _entropy(latents, t, config, schedule, generator)
         elif config.noise == "fixed-point":
             if config.fixed_point_start == "inversion":
-                inverted = ddim_invert(
-                    model,
-                    latents,
-                    inversion_grid(config, t, t_prime, schedule),
-                    conditioning,
-                    config.inversion_guidance_scale,
-                    cfg_mode,
-                    order=config.inversion_order,
-                )
+                inverted = _invert(model, latents, t, t_prime, conditioning, config, schedule, 0.0, generator)
                 start, evaluations = inverted.noise, inverted.model_evaluations
             else:
                 start = randn_like(latents, generator)
@@ -304,8 +333,7 @@ def guidance_step(
             kappa = fixed_point.noise
             evaluations += fixed_point.model_evaluations
             if config.inversion_eta > 0:
-                entropy = config.inversion_eta * (1 - schedule.alpha_bar(t).to(latents)).sqrt()
-                kappa = kappa + entropy * randn_like(latents, generator)
+                kappa = kappa + _entropy(latents, t, config, schedule, generator)
         elif config.noise == "cached":
             assert noise is not None
             check_same_shape("noise", noise, z0, "z0")
