@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..errors import check_choice, check_int
 from ..schedule import NoiseSchedule
-from .protocol import PREDICTION_TYPES
+from .protocol import PREDICTION_TYPES, ScheduledModel
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -44,7 +44,7 @@ def place_module(module: torch.nn.Module, device: torch.device, dtype: torch.dty
     return module.eval().requires_grad_(False)
 
 
-class DiffusersModel:
+class DiffusersModel(ScheduledModel):
     """Denoiser around a diffusers UNet conditioned on text embeddings.
 
     Args:
@@ -85,9 +85,6 @@ class DiffusersModel:
             PREDICTION_TYPES,
         )
         self.schedule = NoiseSchedule.from_config(scheduler_config)
-        self.alphas_cumprod = self.schedule.alphas_cumprod
-        self.initial_alpha_cumprod = self.schedule.initial_alpha_cumprod
-        self.steps_offset = self.schedule.steps_offset
         self.unet = place_module(unet, self.device, self.dtype)
         if not isinstance(uncond_embeddings, Tensor) or uncond_embeddings.ndim != 3:
             shape = tuple(uncond_embeddings.shape) if isinstance(uncond_embeddings, Tensor) else None

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..errors import check_choice, check_finite_number, check_int
 from ..prediction import output_from_epsilon
 from ..schedule import NoiseSchedule
-from .protocol import PREDICTION_TYPES
+from .protocol import PREDICTION_TYPES, ScheduledModel
 
 
 def check_image_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -89,7 +89,7 @@ def alpha_bar_per_sample(schedule: NoiseSchedule, t: int | Tensor, batch: int) -
     return schedule.alpha_bar(t).to(torch.float64).expand(batch)
 
 
-class GaussianModel:
+class GaussianModel(ScheduledModel):
     """Zero-mean Gaussian data with spectrum λ_k = k^(−p), and its exact noise predictor.
 
     Unconditional: ``cond`` is ignored, so classifier-free guidance is a no-op (ε_c = ε_u) on this
@@ -117,9 +117,6 @@ class GaussianModel:
         self.schedule = check_schedule(schedule)
         self.prediction_type = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         self.dtype = check_dtype(dtype)
-        self.alphas_cumprod = self.schedule.alphas_cumprod
-        self.initial_alpha_cumprod = self.schedule.initial_alpha_cumprod
-        self.steps_offset = self.schedule.steps_offset
         self.dim = math.prod(self.shape)
         frequencies = torch.arange(1, self.dim + 1, dtype=torch.float64)
         self.variances = frequencies.pow(-self.exponent).to(self.dtype)

@@ -37,7 +37,7 @@ from .gaussian import (
     check_per_sample_index,
     check_schedule,
 )
-from .protocol import PREDICTION_TYPES
+from .protocol import PREDICTION_TYPES, ScheduledModel
 
 DIGITS_SHAPE = (1, 8, 8)
 DEFAULT_DIGITS_RIDGE = 2e-2
@@ -72,7 +72,7 @@ def _float_tensor(name: str, value: Any) -> Tensor:
     return tensor
 
 
-class GaussianMixtureModel:
+class GaussianMixtureModel(ScheduledModel):
     """Class-conditional Gaussian mixture with exact noise prediction (see the module docstring).
 
     Implements :class:`threestudio_sdi.models.protocol.Denoiser`; ``cond`` is None (the full
@@ -144,9 +144,6 @@ class GaussianMixtureModel:
         self.schedule = check_schedule(schedule)
         self.prediction_type = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         self.dtype = check_dtype(dtype)
-        self.alphas_cumprod = self.schedule.alphas_cumprod
-        self.initial_alpha_cumprod = self.schedule.initial_alpha_cumprod
-        self.steps_offset = self.schedule.steps_offset
         self.dim = dim
 
         scale = covariances.abs().amax(dim=(1, 2)).clamp(min=1.0)

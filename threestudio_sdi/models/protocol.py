@@ -23,9 +23,12 @@ released SDI code evaluates the network at timestep −99 at the origin of its i
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..schedule import NoiseSchedule
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -40,3 +43,21 @@ class Denoiser(Protocol):
     def predict_noise(self, x_t: Tensor, t: int | Tensor, cond: Any) -> Tensor:
         """Network output at (x_t, t) under ``cond`` (None = unconditional)."""
         ...
+
+
+class ScheduledModel:
+    """Base of our models: the protocol's schedule attributes, derived from ``self.schedule``."""
+
+    schedule: NoiseSchedule
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return self.schedule.alphas_cumprod
+
+    @property
+    def initial_alpha_cumprod(self) -> float:
+        return self.schedule.initial_alpha_cumprod
+
+    @property
+    def steps_offset(self) -> int:
+        return self.schedule.steps_offset
