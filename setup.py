@@ -17,6 +17,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["threestudio_sdi", "threestudio_sdi.*"]),
+    package_data={"threestudio_sdi.cpu_harness": ["stubs/*.md", "stubs/*/*.py", "stubs/*/*/*.py"]},
     python_requires=">=3.9",
     install_requires=["torch>=2.0", "numpy", "tqdm", "matplotlib", "scikit-learn"],
     extras_require={

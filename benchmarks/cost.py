@@ -19,7 +19,7 @@ unoptimised path), ``inference-mode`` (UNet under torch.inference_mode instead o
 ``channels-last``, ``no-SDPA`` (diffusers' classic attention processor) and, with ``--compile``,
 ``compiled`` (torch.compile of the fixed-shape UNet; also with skip-origin + adaptive). Each same-math
 variant's target ẑ0 is compared with sdi-official's (same seed and t) and the difference reported. With ``--released-from
-PATH`` (a threestudio checkout, imported at run time with the CPU stand-ins of tests/threestudio_cpu;
+PATH`` (a threestudio checkout, imported at run time with the CPU stand-ins of threestudio_sdi.cpu_harness;
 needs threestudio's requirements in this Python) the built-in ``stable-diffusion-sdi-guidance`` runs
 beside them as ``released-sdi`` and ``released-sds`` (its ``enable_sdi: false``), on the same tiny
 weights and the same Perp-Neg prompt embeddings from threestudio's own prompt processor.
@@ -55,14 +55,13 @@ if __name__ == "__main__" and "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys
 
 import torch
 import torch.nn.functional as F
-from common import REPO_ROOT, RESULTS, machine, markdown_table
+from common import RESULTS, machine, markdown_table
 from torch import Tensor
 
 from threestudio_sdi.cfg import Conditioning
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
 from threestudio_sdi.timesteps import annealed_timestep
 
-HARNESS = REPO_ROOT / "tests" / "threestudio_cpu"
 LATENTS = {"current": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
 """The latents every variant's step starts from: 4×8×8 (the tiny UNet's size) for timing; larger
 latents for the memory pass (``--memory-latent-size``)."""
@@ -137,13 +136,10 @@ class Variant:
 
 
 def import_released(root: pathlib.Path) -> Any:
-    """threestudio from ``root`` with the CPU stand-ins of tests/threestudio_cpu (run-time import only)."""
-    sys.path.insert(0, str(HARNESS))
-    from run_smoke import import_threestudio  # tests/threestudio_cpu
+    """threestudio from ``root`` with the CPU stand-ins of :mod:`threestudio_sdi.cpu_harness`."""
+    from threestudio_sdi.cpu_harness import import_threestudio, patches
 
     threestudio = import_threestudio(root)
-    import patches  # tests/threestudio_cpu
-
     patches.apply()
     return threestudio
 

@@ -6,6 +6,10 @@
 * Perp-Neg (both modes):   ε = ε_u + γ (e_pos + Σ_i w_i · perp(ε_neg_i − ε_u, e_pos)),
   e_pos = ε_pos − ε_u, perp(a, b) = a − (⟨a, b⟩ / ‖b‖²) b per sample; the weights w_i are given
   (threestudio's prompt processor returns them already negative).
+
+A :class:`Conditioning` may carry the camera of each view (:class:`Cameras`). View-conditioned models
+(``view_conditioned = True``, :mod:`threestudio_sdi.denoiser`) receive it with every evaluation; text-
+or class-conditioned models never see it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,44 @@ CFG_MODES = ("standard", "quirk")
 
 
 @dataclass(frozen=True)
+class Cameras:
+    """The camera of each of B views, in threestudio's conventions.
+
+    Attributes:
+        elevation: Tensor[B], degrees above the horizon.
+        azimuth: Tensor[B], degrees (0 = front, ±180 = back).
+        distance: Tensor[B], camera distance to the origin.
+        c2w: optional Tensor[B, 4, 4] (or [B, 3, 4]) camera-to-world matrices (OpenGL: the camera looks
+            along −z).
+        fovy: optional Tensor[B], vertical field of view in degrees.
+    """
+
+    elevation: Tensor
+    azimuth: Tensor
+    distance: Tensor
+    c2w: Tensor | None = None
+    fovy: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        batch = self.elevation.shape[0] if self.elevation.ndim == 1 else -1
+        for name in ("elevation", "azimuth", "distance", "fovy"):
+            value = getattr(self, name)
+            if value is not None and (value.ndim != 1 or value.shape[0] != batch):
+                raise ValueError(
+                    f"cameras.{name} must have shape [B] like cameras.elevation "
+                    f"{tuple(self.elevation.shape)}, got {tuple(value.shape)}"
+                )
+        if self.c2w is not None and (self.c2w.ndim != 3 or self.c2w.shape[0] != batch):
+            raise ValueError(
+                f"cameras.c2w must have shape [B, 4, 4] or [B, 3, 4], got {tuple(self.c2w.shape)}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.elevation.shape[0])
+
+
+@dataclass(frozen=True)
 class Conditioning:
     """What the model is conditioned on for one guidance step.
 
@@ -33,12 +75,14 @@ class Conditioning:
         uncond: the unconditional / negative-prompt condition; None = the model's own default.
         negatives: Perp-Neg negative conditions (each with the batch of ``cond``).
         negative_weights: Tensor[B, len(negatives)] of Perp-Neg weights w_i (sign included).
+        cameras: the camera of each view, for view-conditioned models; None = no camera.
     """
 
     cond: Any = None
     uncond: Any = None
     negatives: Sequence[Any] = field(default_factory=tuple)
     negative_weights: Tensor | None = None
+    cameras: Cameras | None = None
 
     def __post_init__(self) -> None:
         if len(self.negatives) and self.negative_weights is None:
@@ -58,7 +102,7 @@ class Conditioning:
 
     def unconditional(self) -> Conditioning:
         """The same conditioning with the positive prompt dropped (for unconditional inversion)."""
-        return Conditioning(cond=None, uncond=self.uncond)
+        return Conditioning(cond=None, uncond=self.uncond, cameras=self.cameras)
 
 
 def perpendicular_component(a: Tensor, b: Tensor) -> Tensor:
@@ -109,7 +153,7 @@ def guided_epsilon(
         branches = [conditioning.uncond]
     else:
         branches = [conditioning.uncond, conditioning.cond, *conditioning.negatives]
-    outputs = predict_branches(model, x_t, t, branches)
+    outputs = predict_branches(model, x_t, t, branches, conditioning.cameras)
     eps = [epsilon_from_output(output, x_t, alpha_bar, model.prediction_type) for output in outputs]
     if conditioning.cond is None:
         return eps[0]

@@ -8,7 +8,7 @@ In x̄ = x / sqrt(ᾱ) and σ = sqrt((1−ᾱ)/ᾱ) the hop is Euler's step x̄_
 ODE dx̄/dσ = ε_θ; :func:`ddim_invert` with ``order=2`` replaces ε̂ by the two-step Adams–Bashforth
 extrapolation of the last two evaluations (same evaluations per hop, second order in σ).
 
-Each sampler is a short function over one denoiser (:mod:`threestudio_sdi.models.protocol`), with
+Each sampler is a short function over one denoiser (:mod:`threestudio_sdi.denoiser`), with
 a ``callback`` receiving a dict per step and a tqdm progress bar that ``disable=True`` turns off,
 after k-diffusion's ``sampling.py``.
 """

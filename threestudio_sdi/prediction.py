@@ -16,8 +16,8 @@ from typing import Any
 
 from torch import Tensor
 
+from .denoiser import PREDICTION_TYPES
 from .errors import check_choice
-from .models.protocol import PREDICTION_TYPES
 
 
 def epsilon_from_output(output: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
@@ -56,19 +56,23 @@ def predict_x0(x_t: Tensor, epsilon: Tensor, alpha_bar: Tensor) -> Tensor:
     return (x_t - (1 - alpha).sqrt() * epsilon) / alpha.sqrt()
 
 
-def predict_branches(model: Any, x_t: Tensor, t: int, conds: Sequence[Any]) -> list[Tensor]:
+def predict_branches(
+    model: Any, x_t: Tensor, t: int, conds: Sequence[Any], cameras: Any = None
+) -> list[Tensor]:
     """Raw model outputs for each condition in ``conds`` (None = unconditional).
 
     One call of ``model.predict_noise_batched`` when the model has it (the diffusers model puts
-    every branch in a single UNet batch), else one ``predict_noise`` call per branch. Every output
-    is checked to have the shape of ``x_t``.
+    every branch in a single UNet batch), else one ``predict_noise`` call per branch. A
+    view-conditioned model (``model.view_conditioned``) also receives ``cameras=cameras``. Every
+    output is checked to have the shape of ``x_t``.
     """
     check_choice("model.prediction_type", model.prediction_type, PREDICTION_TYPES)
+    extra = {"cameras": cameras} if getattr(model, "view_conditioned", False) else {}
     batched = getattr(model, "predict_noise_batched", None)
     if batched is not None:
-        outputs = list(batched(x_t, t, list(conds)))
+        outputs = list(batched(x_t, t, list(conds), **extra))
     else:
-        outputs = [model.predict_noise(x_t, t, cond) for cond in conds]
+        outputs = [model.predict_noise(x_t, t, cond, **extra) for cond in conds]
     if len(outputs) != len(conds):
         raise ValueError(f"model returned {len(outputs)} outputs for {len(conds)} conditions")
     for output in outputs:

@@ -120,7 +120,7 @@ class NoiseSchedule:
 
     @classmethod
     def of_model(cls, model: Any) -> NoiseSchedule:
-        """The schedule of a denoiser (see :mod:`threestudio_sdi.models.protocol`).
+        """The schedule of a denoiser (see :mod:`threestudio_sdi.denoiser`).
 
         Uses ``model.schedule`` when the model carries a :class:`NoiseSchedule`, otherwise its
         ``alphas_cumprod`` with optional ``initial_alpha_cumprod`` and ``steps_offset`` attributes.

@@ -6,8 +6,8 @@ What it does, in a fresh working directory (threestudio's tree is never written 
 
 1. ``custom/threestudio-sdi`` there links to this repository's drop-in folder and ``load`` to the
    checkout's ``load/`` (the prompt processor reads ``load/prompt_library.json``);
-2. imports the real threestudio (55 built-ins, the built-in SDI among them) with the CPU stubs of
-   ``stubs/`` and the patches of ``patches.py``, then calls launch.py's own ``load_custom_modules()``;
+2. imports the real threestudio (55 built-ins, the built-in SDI among them) with the CPU stand-ins and
+   patches of :mod:`threestudio_sdi.cpu_harness`, then calls launch.py's own ``load_custom_modules()``;
 3. resolves ``sdi-guidance`` and ``sdi-ext-system`` (and the built-in SDI names) with ``threestudio.find``;
 4. parses configs/sdi.yaml with threestudio's ``load_config`` plus two override files written here
    (tiny offline Stable Diffusion, pure-torch geometry, importance sampling, solid-colour
@@ -20,7 +20,6 @@ What it does, in a fresh working directory (threestudio's tree is never written 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -30,8 +29,9 @@ import warnings
 
 sys.dont_write_bytecode = True  # never write __pycache__ into the threestudio checkout
 
-HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+from threestudio_sdi.cpu_harness import import_threestudio, load_launch, patches, prepare_workdir  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 CPU_RESET = """
 system:
@@ -86,40 +86,6 @@ trainer:
 """
 
 
-def prepare_workdir(workdir: pathlib.Path, root: pathlib.Path) -> None:
-    (workdir / "custom").mkdir(parents=True, exist_ok=True)
-    link = workdir / "custom" / "threestudio-sdi"
-    if not link.exists():
-        link.symlink_to(REPO / "custom" / "threestudio-sdi", target_is_directory=True)
-    if not (workdir / "load").exists():
-        (workdir / "load").symlink_to(root / "load", target_is_directory=True)
-
-
-def import_threestudio(root: pathlib.Path):
-    """The real threestudio from ``root``, with CPU stubs only for what is not installed."""
-    sys.path.insert(0, str(root))
-    # Import what probes for torchvision before the torchvision stub becomes visible.
-    import diffusers  # noqa: F401
-    import pytorch_lightning  # noqa: F401
-    import torchmetrics  # noqa: F401
-    import transformers  # noqa: F401
-
-    sys.path.append(str(HERE / "stubs"))
-    import threestudio
-
-    location = pathlib.Path(threestudio.__file__).resolve()
-    if root.resolve() not in location.parents or getattr(threestudio, "__standin__", False):
-        raise RuntimeError(f"expected threestudio from {root}, imported {location}")
-    return threestudio
-
-
-def load_launch(root: pathlib.Path):
-    spec = importlib.util.spec_from_file_location("threestudio_launch", root / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def check_builtin_configs(threestudio, load_config) -> dict:
     """configs/sds.yaml and configs/vsd.yaml parse with the real loader; their blocks fit the built-ins."""
     from threestudio.utils.config import parse_structured
@@ -153,8 +119,6 @@ def main() -> int:
     warnings.filterwarnings("ignore")
 
     threestudio = import_threestudio(root)
-    import patches
-
     patched = patches.apply()
     builtin_count = len(threestudio.__modules__)
 

@@ -73,7 +73,7 @@ def distill_2d(
     """Distil ``batch`` images from ``model`` with ``method``; returns x0 [batch, *shape].
 
     Args:
-        model: any denoiser of :mod:`threestudio_sdi.models.protocol`.
+        model: any denoiser of :mod:`threestudio_sdi.denoiser`.
         method: one of ``ddim``, ``ddim-cache``, ``sds``, ``sdi``, ``ism``.
         steps: number of timesteps (= model evaluations of DDIM and of the first 2 methods).
         seed: seeds x_T and every random draw.

@@ -1,4 +1,4 @@
-"""Denoisers that follow :mod:`threestudio_sdi.models.protocol`.
+"""Denoisers that follow :mod:`threestudio_sdi.denoiser`.
 
 Analytic models with exact scores (:class:`GaussianModel`, :class:`GaussianMixtureModel`) are pure
 torch; the diffusers-backed ones (:class:`DiffusersModel`, :func:`tiny_stable_diffusion`,
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .protocol import PREDICTION_TYPES, Denoiser
+from ..denoiser import PREDICTION_TYPES, Denoiser
 
 _LAZY = {
     "GaussianModel": ".gaussian",

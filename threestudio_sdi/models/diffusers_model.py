@@ -1,4 +1,4 @@
-"""A diffusers ``UNet2DConditionModel`` as a denoiser of :mod:`threestudio_sdi.models.protocol`.
+"""A diffusers ``UNet2DConditionModel`` as a denoiser of :mod:`threestudio_sdi.denoiser`.
 
 Conditions are text-embedding tensors (from :class:`threestudio_sdi.models.stable_diffusion.PromptEncoder`
 or any other encoder); ``None`` is the unconditional branch, whose embedding is fixed at construction.
@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..denoiser import PREDICTION_TYPES
 from ..errors import check_choice, check_int
 from ..schedule import NoiseSchedule
-from .protocol import PREDICTION_TYPES, ScheduledModel
+from .protocol import ScheduledModel
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -59,7 +60,7 @@ class DiffusersModel(ScheduledModel):
 
     Attributes:
         schedule, alphas_cumprod, initial_alpha_cumprod, steps_offset, prediction_type: see
-            :mod:`threestudio_sdi.models.protocol`.
+            :mod:`threestudio_sdi.denoiser`.
         unet_calls: number of UNet forward calls so far (for tests and benchmarks).
     """
 

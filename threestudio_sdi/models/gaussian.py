@@ -20,10 +20,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..denoiser import PREDICTION_TYPES
 from ..errors import check_choice, check_finite_number, check_int
 from ..prediction import output_from_epsilon
 from ..schedule import NoiseSchedule
-from .protocol import PREDICTION_TYPES, ScheduledModel
+from .protocol import ScheduledModel
 
 
 def check_image_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -93,7 +94,7 @@ class GaussianModel(ScheduledModel):
     """Zero-mean Gaussian data with spectrum λ_k = k^(−p), and its exact noise predictor.
 
     Unconditional: ``cond`` is ignored, so classifier-free guidance is a no-op (ε_c = ε_u) on this
-    model. Implements :class:`threestudio_sdi.models.protocol.Denoiser`.
+    model. Implements :class:`threestudio_sdi.denoiser.Denoiser`.
 
     Args:
         shape: image shape, d = prod(shape) ≥ 1 coordinates (default (1, 8, 8), d = 64).

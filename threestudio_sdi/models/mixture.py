@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..denoiser import PREDICTION_TYPES
 from ..errors import check_choice, check_int, check_range
 from ..prediction import output_from_epsilon
 from ..schedule import NoiseSchedule
@@ -37,7 +38,7 @@ from .gaussian import (
     check_per_sample_index,
     check_schedule,
 )
-from .protocol import PREDICTION_TYPES, ScheduledModel
+from .protocol import ScheduledModel
 
 DIGITS_SHAPE = (1, 8, 8)
 DEFAULT_DIGITS_RIDGE = 2e-2
@@ -75,7 +76,7 @@ def _float_tensor(name: str, value: Any) -> Tensor:
 class GaussianMixtureModel(ScheduledModel):
     """Class-conditional Gaussian mixture with exact noise prediction (see the module docstring).
 
-    Implements :class:`threestudio_sdi.models.protocol.Denoiser`; ``cond`` is None (the full
+    Implements :class:`threestudio_sdi.denoiser.Denoiser`; ``cond`` is None (the full
     mixture), a class index, or a LongTensor[B] of class indices.
 
     Args:
