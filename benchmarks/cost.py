@@ -59,7 +59,10 @@ from common import RESULTS, machine, markdown_table
 from torch import Tensor
 
 from threestudio_sdi.cfg import Conditioning
+from threestudio_sdi.fixed_point import FixedPointConfig
+from threestudio_sdi.models.variants import InferenceModeModel, PerBranchModel
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
+from threestudio_sdi.strategies import FixedPointNoise, InversionConfig, InversionNoise
 from threestudio_sdi.timesteps import annealed_timestep
 
 LATENTS = {"current": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
@@ -68,6 +71,7 @@ latents for the memory pass (``--memory-latent-size``)."""
 PROMPT = "a DSLR photo of a hamburger"
 ELEVATION, AZIMUTH, DISTANCE = 15.0, 60.0, 1.75
 """A side-ish view: both Perp-Neg negatives have non-zero weights."""
+SKIP_AND_ADAPTIVE = InversionConfig(skip_origin=True, adaptive_steps=True)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -86,36 +90,6 @@ def peak_rss_growth_mib(step: Callable[[], Any]) -> float | None:
         return (_status_kib("VmHWM") - before) / 1024
     except OSError:
         return None
-
-
-# ----------------------------------------------------------------------------- models
-class PerBranchModel:
-    """The DiffusersModel without ``predict_noise_batched``: one UNet call per CFG / Perp-Neg branch."""
-
-    def __init__(self, model: Any) -> None:
-        self.inner = model
-        self.schedule, self.prediction_type = model.schedule, model.prediction_type
-        self.alphas_cumprod = model.alphas_cumprod
-
-    def predict_noise(self, x_t: Tensor, t: int, cond: Any) -> Tensor:
-        return self.inner.predict_noise(x_t, t, cond)
-
-
-class InferenceModeModel:
-    """The DiffusersModel with every UNet call under ``torch.inference_mode`` (outputs cloned out of it)."""
-
-    def __init__(self, model: Any) -> None:
-        self.inner = model
-        self.schedule, self.prediction_type = model.schedule, model.prediction_type
-        self.alphas_cumprod = model.alphas_cumprod
-
-    def predict_noise(self, x_t: Tensor, t: int, cond: Any) -> Tensor:
-        return self.predict_noise_batched(x_t, t, [cond])[0]
-
-    def predict_noise_batched(self, x_t: Tensor, t: int, conds: list[Any]) -> list[Tensor]:
-        with torch.inference_mode():
-            outputs = self.inner.predict_noise_batched(x_t, t, conds)
-        return [output.clone() for output in outputs]
 
 
 @dataclass
@@ -188,25 +162,31 @@ def build_variants(
         Variant("sds", "ours", ours(replace(official, noise="random"))),
         Variant("sdi-paper", "ours", ours(GuidanceConfig(preset="paper")), preset="paper"),
         Variant("sdi-official", "ours", ours(official)),
-        Variant("official skip-origin", "fewer evaluations", ours(replace(official, skip_origin=True))),
         Variant(
-            "official adaptive", "fewer evaluations", ours(replace(official, adaptive_inversion_steps=True))
+            "official skip-origin",
+            "fewer evaluations",
+            ours(replace(official, noise=InversionNoise(InversionConfig(skip_origin=True)))),
+        ),
+        Variant(
+            "official adaptive",
+            "fewer evaluations",
+            ours(replace(official, noise=InversionNoise(InversionConfig(adaptive_steps=True)))),
         ),
         Variant(
             "official skip+adaptive",
             "fewer evaluations",
-            ours(replace(official, skip_origin=True, adaptive_inversion_steps=True)),
+            ours(replace(official, noise=InversionNoise(SKIP_AND_ADAPTIVE))),
         ),
         Variant("official n=5", "fewer evaluations", ours(replace(official, inversion_n_steps=5))),
         Variant(
             "official n=5 order2",
             "fewer evaluations",
-            ours(replace(official, inversion_n_steps=5, inversion_order=2)),
+            ours(replace(official, inversion_n_steps=5, noise=InversionNoise(InversionConfig(order=2)))),
         ),
         Variant(
             "fixed-point k=3",
             "more evaluations",
-            ours(GuidanceConfig(noise="fixed-point", fixed_point_max_iterations=3)),
+            ours(GuidanceConfig(noise=FixedPointNoise(FixedPointConfig(max_iterations=3)))),
             preset="paper",
         ),
         Variant(
@@ -241,7 +221,7 @@ def build_variants(
             ("official compiled", official, "same math"),
             (
                 "official skip+adaptive compiled",
-                replace(official, skip_origin=True, adaptive_inversion_steps=True),
+                replace(official, noise=InversionNoise(SKIP_AND_ADAPTIVE)),
                 "fewer evaluations",
             ),
         ):

@@ -41,15 +41,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS, distill, machine, markdown_table, mean_std, pm
+from common import RESULTS, machine, markdown_table, mean_std, pm
 from torch import Tensor
 
-from threestudio_sdi.cfg import Conditioning
+from threestudio_sdi.cfg import Conditioning, Guide
 from threestudio_sdi.ddim import ddim_invert
-from threestudio_sdi.fixed_point import fixed_point_map, relative_residuals, solve_fixed_point_reference
+from threestudio_sdi.fixed_point import (
+    FixedPointConfig,
+    fixed_point_map,
+    relative_residuals,
+    solve_fixed_point_reference,
+)
+from threestudio_sdi.lab import LabRun, distill_2d, sample_reference_2d
 from threestudio_sdi.lab.metrics import grouped_diversity, grouped_total_variation, rms_distance
 from threestudio_sdi.presets import inversion_timesteps
 from threestudio_sdi.score_distillation import GuidanceConfig, GuidanceOutput
+from threestudio_sdi.strategies import FixedPointNoise, InversionConfig, InversionNoise
 
 GUIDANCE_SCALE = 7.5
 INVERSION_SCALE = -7.5
@@ -69,6 +76,16 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def inversion(**options: Any) -> InversionNoise:
+    """The ``inversion`` strategy with research options."""
+    return InversionNoise(InversionConfig(**options))
+
+
+def fixed_point(**options: Any) -> FixedPointNoise:
+    """The ``fixed-point`` strategy refined to 1e-6 at most, with further options."""
+    return FixedPointNoise(FixedPointConfig(tolerance=1e-6, **options))
+
+
 def build_runs(ns: Sequence[int], fixed_point_iterations: Sequence[int]) -> list[Run]:
     base = GuidanceConfig(guidance_scale=GUIDANCE_SCALE, inversion_guidance_scale=INVERSION_SCALE)
     official = replace(base, preset="official")
@@ -81,21 +98,20 @@ def build_runs(ns: Sequence[int], fixed_point_iterations: Sequence[int]) -> list
         "sdi-paper": base,
         "sdi-official": official,
         "ism": replace(base, noise="uncond-inversion"),
-        "official+skip-origin": replace(official, skip_origin=True),
-        "official+adaptive": replace(official, adaptive_inversion_steps=True),
-        "official+skip+adaptive": replace(official, skip_origin=True, adaptive_inversion_steps=True),
-        "official+order2": replace(official, inversion_order=2),
+        "official+skip-origin": replace(official, noise=inversion(skip_origin=True)),
+        "official+adaptive": replace(official, noise=inversion(adaptive_steps=True)),
+        "official+skip+adaptive": replace(official, noise=inversion(skip_origin=True, adaptive_steps=True)),
+        "official+order2": replace(official, noise=inversion(order=2)),
     }
     for family, config in families.items():
         for n in ns:
             extra = {"kappa_reference": n == 10}
             runs.append(Run(f"{family} n={n}", family, replace(config, inversion_n_steps=n), n, extra))
-    fixed = replace(base, noise="fixed-point", fixed_point_tolerance=1e-6)
     for k in fixed_point_iterations:
-        config = replace(fixed, fixed_point_max_iterations=k)
+        config = replace(base, noise=fixed_point(max_iterations=k))
         runs.append(Run(f"fixed-point k={k}", "fixed-point", config, 10, {"k": k, "kappa_reference": True}))
     k = max(fixed_point_iterations)
-    plain = replace(fixed, fixed_point_method="damped", fixed_point_mixing=1.0, fixed_point_max_iterations=k)
+    plain = replace(base, noise=fixed_point(method="damped", mixing=1.0, max_iterations=k))
     runs.append(
         Run(f"fixed-point plain k={k}", "fixed-point plain", plain, 10, {"k": k, "kappa_reference": True})
     )
@@ -236,6 +252,7 @@ class KappaProbe:
         self.seconds = 0.0
 
     def __call__(self, i: int, t: int, x0: Tensor, output: GuidanceOutput) -> None:
+        """At probe step i (timestep t): x0 is the image the step started from, ``output`` the step."""
         start = time.perf_counter()
         setup, config = self.setup, self.run.config
         assert config is not None
@@ -246,7 +263,8 @@ class KappaProbe:
         conditioning = Conditioning(cond=cond)
         mode = config.resolved_cfg_mode
         # 200-step reference inversion with the method's own inversion settings (SDI's for the others).
-        inversion_config = config if config.noise in ("inversion", "uncond-inversion") else GuidanceConfig()
+        inverts = config.strategy.name in ("inversion", "uncond-inversion")
+        inversion_config = config if inverts else GuidanceConfig()
         grid = inversion_timesteps(
             t,
             t_prime,
@@ -259,27 +277,21 @@ class KappaProbe:
             setup.model,
             x0,
             grid,
-            conditioning.unconditional() if inversion_config.noise == "uncond-inversion" else conditioning,
+            conditioning.unconditional()
+            if inversion_config.strategy.name == "uncond-inversion"
+            else conditioning,
             INVERSION_SCALE,
             mode,
         ).noise
         self.inversion_200_difference.append(float((kappa - inverted).norm() / inverted.norm()))
-        mapped = fixed_point_map(setup.model, x0, kappa, t_prime, conditioning, GUIDANCE_SCALE, mode)
+        guide = Guide(setup.model, conditioning, GUIDANCE_SCALE, mode)
+        mapped = fixed_point_map(guide, x0, kappa, t_prime)
         self.residual.append(float(relative_residuals(mapped - kappa, kappa).mean()))
         if setup.name == "gaussian":
             exact = setup.model.schedule.sigma(t_prime) * x0 / setup.model.variances.reshape(1, 1, 8, 8)
             converged = torch.ones(count, dtype=torch.bool)
         elif self.run.extra.get("kappa_reference"):
-            reference = solve_fixed_point_reference(
-                setup.model,
-                x0,
-                t_prime,
-                conditioning,
-                GUIDANCE_SCALE,
-                inverted,
-                max_iterations=15,
-                cfg_mode=mode,
-            )
+            reference = solve_fixed_point_reference(guide, x0, t_prime, inverted, max_iterations=15)
             exact = reference.noise
             converged = reference.sample_residuals < 1e-8
         else:
@@ -294,16 +306,20 @@ class KappaProbe:
 
 # ----------------------------------------------------------------------------- running
 class StepLog:
-    """Collects the evaluations and fixed-point results of every guidance step."""
+    """The lab's callback: collects every step's evaluations and fixed-point result, runs the κ probe."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe: KappaProbe | None, probe_steps: Sequence[int]) -> None:
+        self.probe, self.probe_steps = probe, probe_steps
         self.evaluations: list[int] = []
         self.fixed_points: list[Any] = []
 
-    def __call__(self, output: GuidanceOutput) -> None:
+    def __call__(self, info: dict[str, Any]) -> None:
+        output = info["output"]
+        if self.probe is not None and info["i"] in self.probe_steps:
+            self.probe(info["i"], info["t"], info["z0"], output)
         self.evaluations.append(output.model_evaluations)
-        if output.fixed_point is not None:
-            self.fixed_points.append(output.fixed_point)
+        if output.noise_details is not None:
+            self.fixed_points.append(output.noise_details)
 
 
 def run_model(
@@ -314,23 +330,17 @@ def run_model(
     floor = mmd(setup.true_samples_2, setup.true_samples, bandwidth)
     w2_floor = empirical_w2(setup.true_samples_3, setup.true_samples_2)
     for seed in seeds:
-        reference = distill(setup.model, None, STEPS, seed, setup.batch, setup.cond, GUIDANCE_SCALE)
+        lab = LabRun(steps=STEPS, seed=seed, batch=setup.batch, cond=setup.cond)
+        ddim = GuidanceConfig(guidance_scale=GUIDANCE_SCALE)
+        reference = sample_reference_2d(setup.model, ddim, lab, disable=True)
         for run in runs:
             start = time.perf_counter()
-            outputs = StepLog()
             probe = KappaProbe(setup, run) if run.config is not None and seed == seeds[0] else None
-            x = distill(
-                setup.model,
-                run.config,
-                STEPS,
-                seed,
-                setup.batch,
-                setup.cond,
-                GUIDANCE_SCALE,
-                probe_steps=probe_steps if probe is not None else (),
-                probe=probe,
-                on_step=outputs,
-            )
+            outputs = StepLog(probe, probe_steps)
+            if run.config is None:
+                x = sample_reference_2d(setup.model, ddim, lab, disable=True)
+            else:
+                x = distill_2d(setup.model, run.config, lab, callback=outputs, disable=True)
             evaluations, fixed_points = outputs.evaluations, outputs.fixed_points
             row = outcome_metrics(setup, x, reference, bandwidth)
             # evaluations per guidance step; DDIM: one per timestep (its first x̂0 is shared by all)
@@ -525,7 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", default="gaussian,digits")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 1)")
     parser.add_argument("--out", default=None, help="default benchmarks/results (quick: .../quick)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: the models are too small to gain, and on a shared machine more "
+        "threads only contend)",
+    )
     parser.add_argument(
         "--replot", action="store_true", help="rewrite the .md and .png from the existing JSON"
     )
@@ -536,8 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (out / "fidelity.md").write_text(markdown(report))
         print(f"rewrote {out / 'fidelity.md'} and {', '.join(plot(report, out))}")
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(args.threads, 1))
     quick = args.quick
     out = Path(args.out) if args.out else (RESULTS / "quick" if quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)

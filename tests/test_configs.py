@@ -89,11 +89,14 @@ def test_sdi_configs_use_our_names_and_fields(plugin, name):
     ("name", "preset"), [("sdi.yaml", "paper"), ("sdi-official.yaml", "official"), ("sdi-24gb.yaml", "paper")]
 )
 def test_presets_and_convexity_schedules(plugin, name, preset):
-    from threestudio_sdi.threestudio.losses import convexity_schedule
+    from threestudio_sdi.regularisers import convexity_schedule
 
     config = load(name)
     assert config.system.guidance.preset == preset
-    assert resolved(config, "system.loss")["lambda_convex"] == pytest.approx(convexity_schedule(preset))
+    assert "lambda_convex" not in config.system.loss  # the preset's schedule, referred to by name
+    assert resolved(config, "system")["convexity_schedule"] == preset
+    released = {"paper": [0, 0.1, 0.1, 3999, 0.0, 4000], "official": [0, 1.0, 0.1, 4000]}
+    assert convexity_schedule(preset, config.trainer.max_steps) == released[preset]
     # SPEC §4 weights
     loss = resolved(config, "system.loss")
     assert loss["lambda_sdi"] == 1 and loss["lambda_orient"] == 0.1 and loss["lambda_opaque"] == 0.1

@@ -4,17 +4,15 @@
   digests of a test-local model, recorded with the code before the options were added);
 * evaluation counts as documented in ``threestudio_sdi.score_distillation``;
 * the second-order inversion is second order (error ratio ~4 per halving away from the stiff start);
-* ``benchmarks/common.distill`` is the lab's ``distill_2d`` for default configs;
-* same-math paths of ``benchmarks/cost.py`` (per-branch UNet calls, inference mode, channels-last,
-  classic attention) give the plain path's target within 1e-3 relative in fp32.
+* same-math execution paths (per-branch UNet calls and inference mode of
+  :mod:`threestudio_sdi.models.variants`, channels-last, classic attention) give the plain path's
+  target within 1e-3 relative in fp32.
 No test asserts a wall time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pathlib
-import sys
 from dataclasses import replace
 from typing import Any
 
@@ -24,13 +22,13 @@ from torch import Tensor
 
 from threestudio_sdi.cfg import Conditioning
 from threestudio_sdi.ddim import ddim_invert
-from threestudio_sdi.lab.distill import distill_2d
+from threestudio_sdi.lab.distill import METHODS, LabRun, distill_2d
 from threestudio_sdi.models.gaussian import GaussianModel
+from threestudio_sdi.models.variants import InferenceModeModel, PerBranchModel
 from threestudio_sdi.presets import adaptive_inversion_steps, get_preset, inversion_timesteps
 from threestudio_sdi.schedule import NoiseSchedule
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
-
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+from threestudio_sdi.strategies import InversionConfig, InversionNoise
 
 
 class LocalModel:
@@ -82,8 +80,9 @@ def default_outputs(model: LocalModel) -> dict[str, list[Tensor]]:
                 ]
             outputs[f"{preset}-{noise}"] = tensors
         for method in ("sdi", "ism", "sds"):
+            config = GuidanceConfig(preset=preset, noise=METHODS[method])
             x = distill_2d(
-                model, method, steps=8, batch=3, cond=torch.tensor([0, 1, 2]), preset=preset, disable=True
+                model, config, LabRun(steps=8, batch=3, cond=torch.tensor([0, 1, 2])), disable=True
             )
             outputs[f"lab-{preset}-{method}"] = [x]
     return outputs
@@ -111,9 +110,12 @@ def test_defaults_are_bit_identical_to_before_the_options() -> None:
 
 
 def test_options_off_by_default() -> None:
+    options = GuidanceConfig().strategy.inversion
+    assert (options.order, options.skip_origin, options.adaptive_steps) == (1, False, False)
     config = GuidanceConfig()
-    assert (config.inversion_order, config.skip_origin, config.adaptive_inversion_steps) == (1, False, False)
-    explicit = GuidanceConfig(inversion_order=1, skip_origin=False, adaptive_inversion_steps=False)
+    explicit = GuidanceConfig(
+        noise=InversionNoise(InversionConfig(order=1, skip_origin=False, adaptive_steps=False))
+    )
     model = LocalModel()
     z0 = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for config_a, config_b in (
@@ -135,16 +137,16 @@ def test_options_off_by_default() -> None:
     [
         ("official", {}, (12, 7, 5)),
         ("official", {"skip_origin": True}, (11, 6, 4)),
-        ("official", {"adaptive_inversion_steps": True}, (12, 5, 3)),
-        ("official", {"skip_origin": True, "adaptive_inversion_steps": True}, (11, 4, 2)),
-        ("official", {"inversion_order": 2}, (12, 7, 5)),
+        ("official", {"adaptive_steps": True}, (12, 5, 3)),
+        ("official", {"skip_origin": True, "adaptive_steps": True}, (11, 4, 2)),
+        ("official", {"order": 2}, (12, 7, 5)),
         ("paper", {}, (11, 6, 4)),
-        ("paper", {"adaptive_inversion_steps": True}, (11, 4, 2)),
-        ("paper", {"inversion_order": 2}, (11, 6, 4)),
+        ("paper", {"adaptive_steps": True}, (11, 4, 2)),
+        ("paper", {"order": 2}, (11, 6, 4)),
     ],
 )
 def test_evaluation_counts_as_documented(zero_model, preset: str, options: dict, counts: tuple) -> None:  # noqa: ANN001
-    config = GuidanceConfig(preset=preset, overshoot=False, **options)
+    config = GuidanceConfig(preset=preset, overshoot=False, noise=InversionNoise(InversionConfig(**options)))
     for t, expected in zip((980, 500, 250), counts):
         before = zero_model.calls
         out = guidance_step(zero_model, torch.zeros(1, 2, 2, 2), t, Conditioning(cond="prompt"), config)
@@ -163,7 +165,7 @@ def test_skip_origin_grids() -> None:
     with pytest.raises(ValueError, match="skip_origin"):
         inversion_timesteps(500, 500, 10, get_preset("paper"), 1000, skip_origin=True)
     with pytest.raises(ValueError, match="skip_origin"):
-        GuidanceConfig(preset="paper", skip_origin=True)
+        GuidanceConfig(preset="paper", noise=InversionNoise(InversionConfig(skip_origin=True)))
 
 
 def test_skip_origin_drops_only_the_origin_evaluation() -> None:
@@ -172,7 +174,8 @@ def test_skip_origin_drops_only_the_origin_evaluation() -> None:
     z0 = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     config = GuidanceConfig(preset="official", overshoot=False, inversion_eta=0.0)
     plain = guidance_step(model, z0, 600, Conditioning(cond=2), config)
-    skipped = guidance_step(model, z0, 600, Conditioning(cond=2), replace(config, skip_origin=True))
+    skip = replace(config, noise=InversionNoise(InversionConfig(skip_origin=True)))
+    skipped = guidance_step(model, z0, 600, Conditioning(cond=2), skip)
     assert skipped.model_evaluations == plain.model_evaluations - 1
     assert 0 < float((skipped.noise - plain.noise).norm() / plain.noise.norm()) < 0.1
 
@@ -186,15 +189,15 @@ def test_adaptive_inversion_steps(t: int, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("inversion_order", 3), ("inversion_order", 0), ("skip_origin", "yes"), ("adaptive_inversion_steps", 1)],
+    [("order", 3), ("order", 0), ("skip_origin", "yes"), ("adaptive_steps", 1)],
 )
 def test_bad_options_name_the_key(key: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=key):
-        GuidanceConfig(preset="official", **{key: value})
+    with pytest.raises(ValueError, match=f"inversion.{key}"):
+        InversionConfig(**{key: value})
 
 
 def test_ddim_invert_rejects_bad_order() -> None:
-    with pytest.raises(ValueError, match="inversion_order"):
+    with pytest.raises(ValueError, match="inversion.order"):
         ddim_invert(LocalModel(), torch.zeros(1, 1, 4, 4, dtype=torch.float64), [0, 500], order=3)
 
 
@@ -237,28 +240,7 @@ def test_second_order_first_hop_is_ddim() -> None:
     assert three.model_evaluations == 3
 
 
-# ----------------------------------------------------------------------------- benchmarks
-def _import_benchmark(name: str) -> Any:
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return __import__(name)
-
-
-@pytest.mark.parametrize(
-    ("method", "noise"), [("sdi", "inversion"), ("ism", "uncond-inversion"), ("sds", "random")]
-)
-@pytest.mark.parametrize("preset", ["paper", "official"])
-def test_benchmark_distill_is_the_lab_distill(method: str, noise: str, preset: str) -> None:
-    common = _import_benchmark("common")
-    model = LocalModel()
-    labels = torch.tensor([0, 1, 2])
-    expected = distill_2d(model, method, steps=10, seed=4, batch=3, cond=labels, preset=preset, disable=True)
-    config = GuidanceConfig(preset=preset, noise=noise)
-    assert torch.equal(common.distill(model, config, steps=10, seed=4, batch=3, cond=labels), expected)
-    ddim = distill_2d(model, "ddim", steps=10, seed=4, batch=3, cond=labels, disable=True)
-    assert torch.equal(common.distill(model, None, steps=10, seed=4, batch=3, cond=labels), ddim)
-
-
+# ----------------------------------------------------------------------------- same math
 @pytest.fixture(scope="module")
 def tiny_parts(tmp_path_factory: pytest.TempPathFactory) -> Any:
     pytest.importorskip("diffusers")
@@ -282,7 +264,6 @@ def _perp_neg(parts: Any) -> Conditioning:
 
 @pytest.mark.parametrize("path", ["per-branch", "inference-mode", "channels-last", "no-SDPA"])
 def test_same_math_paths_match_the_plain_path(tiny_parts: Any, path: str) -> None:
-    cost = _import_benchmark("cost")
     model, unet = tiny_parts.model, tiny_parts.model.unet
     conditioning = _perp_neg(tiny_parts)
     z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -298,10 +279,10 @@ def test_same_math_paths_match_the_plain_path(tiny_parts: Any, path: str) -> Non
     try:
         if path == "per-branch":
             calls = model.unet_calls
-            other = run(cost.PerBranchModel(model))
+            other = run(PerBranchModel(model))
             assert model.unet_calls - calls == 4 * other.model_evaluations  # one call per Perp-Neg branch
         elif path == "inference-mode":
-            other = run(cost.InferenceModeModel(model))
+            other = run(InferenceModeModel(model))
         elif path == "channels-last":
             unet.to(memory_format=torch.channels_last)
             other = run(model)
@@ -320,10 +301,9 @@ def test_same_math_paths_match_the_plain_path(tiny_parts: Any, path: str) -> Non
 
 
 def test_inference_mode_loss_still_backpropagates(tiny_parts: Any) -> None:
-    cost = _import_benchmark("cost")
     z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     out = guidance_step(
-        cost.InferenceModeModel(tiny_parts.model), z0, 500, _perp_neg(tiny_parts), GuidanceConfig(),
+        InferenceModeModel(tiny_parts.model), z0, 500, _perp_neg(tiny_parts), GuidanceConfig(),
         generator=torch.Generator().manual_seed(1),
     )  # fmt: skip
     out.loss.backward()

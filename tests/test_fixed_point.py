@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from threestudio_sdi.cfg import Conditioning
+from threestudio_sdi.cfg import Conditioning, Guide
 from threestudio_sdi.ddim import ddim_invert
 from threestudio_sdi.fixed_point import (
+    FixedPointConfig,
     fixed_point_map,
     refine_fixed_point,
     relative_residuals,
@@ -22,6 +23,7 @@ from threestudio_sdi.models.mixture import GaussianMixtureModel
 from threestudio_sdi.presets import get_preset, inversion_timesteps
 from threestudio_sdi.schedule import NoiseSchedule
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
+from threestudio_sdi.strategies import FixedPointNoise
 
 
 def closed_form(model: GaussianModel, z0: Tensor, t: int) -> Tensor:
@@ -67,7 +69,7 @@ class ExpandingModel:
 def test_reference_matches_closed_form_on_the_gaussian(t: int, fresh_seed: int) -> None:
     model = GaussianModel(shape=(1, 8, 8), exponent=1.5)
     z0 = model.sample(6, torch.Generator().manual_seed(fresh_seed))
-    result = solve_fixed_point_reference(model, z0, t, Conditioning(), 0.0)
+    result = solve_fixed_point_reference(Guide(model, Conditioning(), 0.0), z0, t)
     assert result.converged and not result.diverged
     assert result.residuals[-1] < 1e-8
     assert result.iterations == 1  # F is affine: one Newton step
@@ -78,7 +80,7 @@ def test_closed_form_is_a_fixed_point() -> None:
     model = GaussianModel(shape=(1, 4, 4))
     z0 = model.sample(3, torch.Generator().manual_seed(0))
     kappa = closed_form(model, z0, 400)
-    mapped = fixed_point_map(model, z0, kappa, 400, Conditioning(), 0.0)
+    mapped = fixed_point_map(Guide(model, Conditioning(), 0.0), z0, kappa, 400)
     assert relative_error(mapped, kappa) < 1e-12
 
 
@@ -93,7 +95,7 @@ def test_refinement_from_the_inversion_reaches_the_closed_form(method: str, fres
     assert relative_error(start, exact) > 1e-2  # the inversion alone is far from κ*
     mixing = 0.5 if method == "anderson" else 1.0
     result = refine_fixed_point(
-        model, z0, t, Conditioning(), 0.0, start, method=method, mixing=mixing, tolerance=1e-9,
+        Guide(model, Conditioning(), 0.0), z0, t, start, method=method, mixing=mixing, tolerance=1e-9,
         max_iterations=400,
     )  # fmt: skip
     assert result.converged and not result.diverged
@@ -104,7 +106,9 @@ def test_refinement_from_the_inversion_reaches_the_closed_form(method: str, fres
 
 
 def absolute_residuals(model: Any, z0: Tensor, t: int, iterates: list[Tensor]) -> list[float]:
-    return [float((fixed_point_map(model, z0, k, t, Conditioning(), 0.0) - k).norm()) for k in iterates]
+    return [
+        float((fixed_point_map(Guide(model, Conditioning(), 0.0), z0, k, t) - k).norm()) for k in iterates
+    ]
 
 
 def test_plain_iteration_contracts_on_the_gaussian() -> None:
@@ -113,7 +117,7 @@ def test_plain_iteration_contracts_on_the_gaussian() -> None:
     z0 = model.sample(4, torch.Generator().manual_seed(3))
     iterates: list[Tensor] = []
     result = refine_fixed_point(
-        model, z0, 700, Conditioning(), 0.0, torch.zeros_like(z0), method="damped", mixing=1.0,
+        Guide(model, Conditioning(), 0.0), z0, 700, torch.zeros_like(z0), method="damped", mixing=1.0,
         max_iterations=30, callback=lambda info: iterates.append(info["noise"].clone()),
     )  # fmt: skip
     assert not result.diverged and not result.converged
@@ -128,7 +132,7 @@ def test_divergence_is_flagged_and_the_best_iterate_returned() -> None:
     start = torch.randn(2, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     iterates: list[Tensor] = []
     result = refine_fixed_point(
-        model, z0, 800, Conditioning(), 0.0, start, method="damped", mixing=1.0, max_iterations=100,
+        Guide(model, Conditioning(), 0.0), z0, 800, start, method="damped", mixing=1.0, max_iterations=100,
         callback=lambda info: iterates.append(info["noise"].clone()),
     )  # fmt: skip
     assert result.diverged and not result.converged
@@ -137,14 +141,14 @@ def test_divergence_is_flagged_and_the_best_iterate_returned() -> None:
     assert norms[-1] > 10 * norms[0] and all(n <= 10 * norms[0] for n in norms[:-1])
     torch.testing.assert_close(result.noise, start)  # the start had the smallest residual
     # Newton finds the repelling fixed point all the same (F is affine).
-    reference = solve_fixed_point_reference(model, z0, 800, Conditioning(), 0.0, start)
+    reference = solve_fixed_point_reference(Guide(model, Conditioning(), 0.0), z0, 800, start)
     assert reference.converged
 
 
 def test_start_at_the_fixed_point_costs_one_evaluation() -> None:
     model = CountingModel(GaussianModel(shape=(1, 4, 4)))
     z0 = model.model.sample(2, torch.Generator().manual_seed(0))
-    result = refine_fixed_point(model, z0, 300, Conditioning(), 0.0, closed_form(model.model, z0, 300))
+    result = refine_fixed_point(Guide(model, Conditioning(), 0.0), z0, 300, closed_form(model.model, z0, 300))
     assert result.converged and result.iterations == 0
     assert result.model_evaluations == model.calls == 1
 
@@ -153,15 +157,8 @@ def test_guided_evaluations_count_every_branch_once_per_iteration() -> None:
     digits = GaussianMixtureModel.from_digits()
     model = CountingModel(digits)
     z0 = digits.sample(3, torch.tensor([1, 2, 3]), torch.Generator().manual_seed(0))
-    result = refine_fixed_point(
-        model,
-        z0,
-        200,
-        Conditioning(cond=torch.tensor([1, 2, 3])),
-        7.5,
-        torch.zeros_like(z0),
-        max_iterations=4,
-    )
+    guide = Guide(model, Conditioning(cond=torch.tensor([1, 2, 3])), 7.5)
+    result = refine_fixed_point(guide, z0, 200, torch.zeros_like(z0), max_iterations=4)
     assert result.model_evaluations == result.iterations + 1
     assert model.calls == 2 * result.model_evaluations  # unconditional + conditional branch
 
@@ -171,9 +168,9 @@ def test_reference_on_digits_without_guidance_is_a_fixed_point() -> None:
     labels = torch.tensor([0, 4, 7])
     z0 = digits.sample(3, labels, torch.Generator().manual_seed(5))
     conditioning = Conditioning(cond=labels)
-    result = solve_fixed_point_reference(digits, z0, 300, conditioning, 0.0)
+    result = solve_fixed_point_reference(Guide(digits, conditioning, 0.0), z0, 300)
     assert result.converged
-    mapped = fixed_point_map(digits, z0, result.noise, 300, conditioning, 0.0)
+    mapped = fixed_point_map(Guide(digits, conditioning, 0.0), z0, result.noise, 300)
     assert float(relative_residuals(mapped - result.noise, result.noise).max()) < 1e-8
 
 
@@ -181,14 +178,12 @@ def test_guidance_step_fixed_point_strategy_counts_and_reports() -> None:
     gaussian = GaussianModel(shape=(1, 4, 4), exponent=0.5)
     model = CountingModel(gaussian)
     z0 = gaussian.sample(4, torch.Generator().manual_seed(0))
-    config = GuidanceConfig(
-        noise="fixed-point", overshoot=False, inversion_eta=0.0, fixed_point_tolerance=1e-9,
-        fixed_point_max_iterations=200,
-    )  # fmt: skip
+    strategy = FixedPointNoise(FixedPointConfig(tolerance=1e-9, max_iterations=200))
+    config = GuidanceConfig(noise=strategy, overshoot=False, inversion_eta=0.0)
     out = guidance_step(model, z0, 500, Conditioning(), config)
-    assert out.fixed_point is not None and out.fixed_point.converged
+    assert out.noise_details is not None and out.noise_details.converged
     hops = len(inversion_timesteps(500, 500, 10, get_preset("paper"), 1000)) - 1
-    assert out.model_evaluations == hops + out.fixed_point.model_evaluations + 1 == model.calls
+    assert out.model_evaluations == hops + out.noise_details.model_evaluations + 1 == model.calls
     assert relative_error(out.noise, closed_form(gaussian, z0, 500)) < 1e-6
     # With δ = 0 and κ at the fixed point the update is a no-op: ẑ0 = z0 (paper eq. 10 with τ = 0).
     torch.testing.assert_close(out.target, z0, rtol=1e-6, atol=1e-8)
@@ -196,41 +191,41 @@ def test_guidance_step_fixed_point_strategy_counts_and_reports() -> None:
 
 def test_guidance_step_fixed_point_from_random_start_spends_no_inversion() -> None:
     model = CountingModel(GaussianModel(shape=(1, 4, 4)))
-    config = GuidanceConfig(noise="fixed-point", fixed_point_start="random", fixed_point_max_iterations=3)
+    config = GuidanceConfig(noise=FixedPointNoise(FixedPointConfig(start="random", max_iterations=3)))
     out = guidance_step(
         model, torch.zeros(2, 1, 4, 4, dtype=torch.float64), 400, Conditioning(), config,
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
-    assert out.model_evaluations == out.fixed_point.model_evaluations + 1 == model.calls
+    assert out.model_evaluations == out.noise_details.model_evaluations + 1 == model.calls
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("fixed_point_method", "newton"),
-        ("fixed_point_start", "zeros"),
-        ("fixed_point_mixing", 0.0),
-        ("fixed_point_mixing", 1.5),
-        ("fixed_point_tolerance", 0.0),
-        ("fixed_point_max_iterations", -1),
-        ("fixed_point_memory", 0),
-        ("fixed_point_guidance_scale", math.inf),
+        ("method", "newton"),
+        ("start", "zeros"),
+        ("mixing", 0.0),
+        ("mixing", 1.5),
+        ("tolerance", 0.0),
+        ("max_iterations", -1),
+        ("memory", 0),
+        ("guidance_scale", math.inf),
     ],
 )
 def test_bad_fixed_point_settings_name_the_key(key: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=key):
-        GuidanceConfig(noise="fixed-point", **{key: value})
+    with pytest.raises(ValueError, match=f"fixed_point.{key}"):
+        FixedPointConfig(**{key: value})
 
 
 def test_reference_refuses_large_models() -> None:
     model = GaussianModel(shape=(4, 32, 32))
     with pytest.raises(ValueError, match="dense"):
         solve_fixed_point_reference(
-            model, torch.zeros(1, 4, 32, 32, dtype=torch.float64), 10, Conditioning(), 0.0
+            Guide(model, Conditioning(), 0.0), torch.zeros(1, 4, 32, 32, dtype=torch.float64), 10
         )
 
 
 def test_refine_rejects_a_start_of_another_shape() -> None:
     model = GaussianModel(shape=(1, 4, 4))
     with pytest.raises(ValueError, match="start"):
-        refine_fixed_point(model, torch.zeros(2, 1, 4, 4), 10, Conditioning(), 0.0, torch.zeros(2, 16))
+        refine_fixed_point(Guide(model, Conditioning(), 0.0), torch.zeros(2, 1, 4, 4), 10, torch.zeros(2, 16))

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from threestudio_sdi.lab import distill_2d
+from threestudio_sdi.lab import METHODS, LabRun, distill_2d, sample_reference_2d
 from threestudio_sdi.lab.cli import main, parse_runs
 from threestudio_sdi.models.gaussian import GaussianModel
 from threestudio_sdi.models.mixture import GaussianMixtureModel
+from threestudio_sdi.score_distillation import GuidanceConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,26 +28,35 @@ def test_kappa_cache_equals_ddim_on_the_mixture(
     digits: GaussianMixtureModel, scale: float, fresh_seed: int
 ) -> None:
     labels = torch.arange(10).repeat(3)
-    kwargs = dict(steps=30, seed=fresh_seed, batch=30, cond=labels, guidance_scale=scale, disable=True)
-    cached = distill_2d(digits, "ddim-cache", **kwargs)
-    ddim = distill_2d(digits, "ddim", **kwargs)
+    run = LabRun(steps=30, seed=fresh_seed, batch=30, cond=labels)
+    config = GuidanceConfig(noise="cached", guidance_scale=scale)
+    cached = distill_2d(digits, config, run, disable=True)
+    ddim = sample_reference_2d(digits, config, run, disable=True)
     assert cached.dtype == torch.float64
     torch.testing.assert_close(cached, ddim, rtol=0, atol=1e-10)
 
 
 def test_kappa_cache_equals_ddim_on_the_gaussian(fresh_seed: int) -> None:
     model = GaussianModel(shape=(1, 8, 8), exponent=1.5)
-    kwargs = dict(steps=50, seed=fresh_seed, batch=16, disable=True, preset="official")
+    run = LabRun(steps=50, seed=fresh_seed, batch=16)
+    config = GuidanceConfig(preset="official", noise="cached")
     torch.testing.assert_close(
-        distill_2d(model, "ddim-cache", **kwargs), distill_2d(model, "ddim", **kwargs), rtol=0, atol=1e-10
+        distill_2d(model, config, run, disable=True),
+        sample_reference_2d(model, config, run, disable=True),
+        rtol=0,
+        atol=1e-10,
     )
 
 
 def test_sds_over_smooths_every_band_of_the_power_law_gaussian(fresh_seed: int) -> None:
     model = GaussianModel(shape=(1, 8, 8), exponent=1.5)
-    kwargs = dict(steps=50, seed=fresh_seed, batch=2048, disable=True)
-    ddim = model.band_variance_ratio(distill_2d(model, "ddim", **kwargs), n_bands=4)
-    sds = model.band_variance_ratio(distill_2d(model, "sds", **kwargs), n_bands=4)
+    run = LabRun(steps=50, seed=fresh_seed, batch=2048)
+    ddim = model.band_variance_ratio(
+        sample_reference_2d(model, GuidanceConfig(), run, disable=True), n_bands=4
+    )
+    sds = model.band_variance_ratio(
+        distill_2d(model, GuidanceConfig(noise="random"), run, disable=True), n_bands=4
+    )
     print("kept variance per band, ddim:", ddim.tolist(), "sds:", sds.tolist())
     # Measured over 30 seeds at batch 2048: DDIM keeps 0.90-0.98 of the lowest band (2 coordinates, so
     # the estimate's spread is ~0.02; 0.47-0.49 of the highest band, where its last x̂0 at t = 1 is itself
@@ -70,35 +81,32 @@ class Foreign:
 @pytest.mark.parametrize("method", ["ddim", "ddim-cache", "sds", "sdi", "ism"])
 @pytest.mark.parametrize("update", ["exact", "adam"])
 def test_any_protocol_model_distils_to_the_right_shape(method: str, update: str) -> None:
-    out = distill_2d(
-        Foreign(),
-        method,
-        steps=5,
-        seed=0,
-        batch=3,
-        shape=(2, 4, 4),
-        update=update,
-        inner_steps=2,
-        disable=True,
-    )
+    config = GuidanceConfig(noise=METHODS[method] or "cached")
+    run = LabRun(steps=5, seed=0, batch=3, shape=(2, 4, 4))
+    if method == "ddim":
+        out = sample_reference_2d(Foreign(), config, run, disable=True)
+    else:
+        out = distill_2d(Foreign(), config, run, update=update, inner_steps=2, disable=True)
     assert out.shape == (3, 2, 4, 4)
     assert out.isfinite().all()
 
 
 def test_adam_update_tracks_the_exact_update(digits: GaussianMixtureModel) -> None:
     """Adam on the x0-MSE toward a fixed target with enough inner steps lands near the exact step."""
-    kwargs = dict(steps=10, seed=3, batch=10, cond=torch.arange(10), guidance_scale=1.0, disable=True)
-    exact = distill_2d(digits, "ddim-cache", **kwargs)
-    adam = distill_2d(digits, "ddim-cache", update="adam", lr=0.05, inner_steps=200, **kwargs)
-    untrained = distill_2d(digits, "ddim-cache", update="adam", lr=1e-4, inner_steps=1, **kwargs)
+    run = LabRun(steps=10, seed=3, batch=10, cond=torch.arange(10))
+    config = GuidanceConfig(noise="cached", guidance_scale=1.0)
+    exact = distill_2d(digits, config, run, disable=True)
+    adam = distill_2d(digits, config, run, update="adam", lr=0.05, inner_steps=200, disable=True)
+    untrained = distill_2d(digits, config, run, update="adam", lr=1e-4, inner_steps=1, disable=True)
     assert (adam - exact).abs().mean() < 0.2 * (untrained - exact).abs().mean()
 
 
 def test_seeds_reproduce(digits: GaussianMixtureModel) -> None:
-    kwargs = dict(steps=8, batch=4, cond=1, disable=True)
-    first = distill_2d(digits, "sdi", seed=11, **kwargs)
-    assert torch.equal(first, distill_2d(digits, "sdi", seed=11, **kwargs))
-    assert not torch.equal(first, distill_2d(digits, "sdi", seed=12, **kwargs))
+    run = LabRun(steps=8, batch=4, cond=1)
+    sdi = GuidanceConfig(noise="inversion")
+    first = distill_2d(digits, sdi, replace(run, seed=11), disable=True)
+    assert torch.equal(first, distill_2d(digits, sdi, replace(run, seed=11), disable=True))
+    assert not torch.equal(first, distill_2d(digits, sdi, replace(run, seed=12), disable=True))
 
 
 def test_parse_runs() -> None:

@@ -176,18 +176,42 @@ def test_bad_settings_raise_value_error_naming_them(ts, tiny_path, overrides, me
         make_guidance(ts, tiny_path, **overrides)
 
 
+def test_guidance_defaults_are_the_cores(ts):
+    """Every field the plugin shares with the core's GuidanceConfig has the core's default."""
+    import dataclasses
+
+    from threestudio_sdi.score_distillation import GuidanceConfig
+
+    plugin_defaults = {f.name: f.default for f in dataclasses.fields(ts.plugin.SDIGuidance.Config)}
+    core = GuidanceConfig()
+    shared = [f.name for f in dataclasses.fields(GuidanceConfig) if f.name != "noise"]
+    assert set(shared) <= set(plugin_defaults)
+    assert {name: plugin_defaults[name] for name in shared} == {name: getattr(core, name) for name in shared}
+    assert ts.plugin.resolve_noise(True, plugin_defaults["noise"]) == core.noise
+    built = ts.plugin.SDIGuidance.check_config({})
+    assert built.strategy == core.strategy and dataclasses.replace(built, noise=core.noise) == core
+
+
 @pytest.mark.parametrize(
-    ("options", "message"),
-    [({"preset": "official"}, "set preset directly"), ({"no_such_option": 1}, "no_such_option")],
+    ("block", "options", "message"),
+    [
+        ("inversion", {"skip_orign": True}, "system.guidance.inversion.skip_orign is not an option"),
+        ("fixed_point", {"iterations": 3}, "system.guidance.fixed_point.iterations is not an option"),
+        ("inversion", {"order": 3}, "inversion.order"),
+        ("fixed_point", {"mixing": 0.0}, "fixed_point.mixing"),
+    ],
 )
-def test_core_options_reject_duplicates_and_unknown_keys(ts, tiny_path, options, message):
+def test_option_blocks_reject_unknown_keys_and_bad_values_before_loading(ts, block, options, message):
+    """Typed blocks: the config fails as it is parsed (the model path does not exist: nothing loads)."""
     with pytest.raises(ValueError, match=message):
-        make_guidance(ts, tiny_path, core_options=options)
+        make_guidance(ts, "/nonexistent", **{block: options})
 
 
-def test_core_options_reach_the_core(ts, tiny_path):
-    guidance = make_guidance(ts, tiny_path, preset="official", core_options={"skip_origin": True})
-    assert guidance.guidance_config.skip_origin is True
+def test_option_blocks_reach_the_strategy(ts, tiny_path):
+    guidance = make_guidance(ts, tiny_path, preset="official", inversion={"skip_origin": True})
+    assert guidance.guidance_config.strategy.inversion.skip_origin is True
+    fixed = make_guidance(ts, tiny_path, noise="fixed-point", fixed_point={"max_iterations": 2})
+    assert fixed.guidance_config.strategy.fixed_point.max_iterations == 2
     guidance.update_step(0, 0)  # t = 980 without the origin hop at -99: 10 hops + 1 prediction
     assert guidance(torch.rand(1, IMAGE, IMAGE, 3), prompt_utils(ts), **cameras(1))["model_evaluations"] == 11
 
@@ -400,7 +424,7 @@ def test_step_percents_accept_c_schedules(ts, tiny_path):
 def test_convexity_loss_and_schedules(ts):
     from threestudio.utils.misc import C
 
-    from threestudio_sdi.threestudio import losses
+    from threestudio_sdi import regularisers as losses
 
     flat = torch.full((2, 16, 16, 3), 0.5)
     assert losses.convexity_loss(flat).item() == pytest.approx(0.0, abs=1e-7)
@@ -414,14 +438,16 @@ def test_convexity_loss_and_schedules(ts):
         losses.convexity_loss(flat[..., :2])
 
     paper, official = losses.convexity_schedule("paper"), losses.convexity_schedule("official")
-    assert paper == losses.CONVEXITY_SCHEDULES["paper"]
     assert [C(paper, 0, s) for s in (0, 3999, 4000, 9999)] == [0.1, 0.1, 0.0, 0.0]
     assert [C(official, 0, s) for s in (0, 2000, 4000, 9999)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+    # scaled with the run: the knee stays at 40 % of the steps
     assert losses.convexity_schedule("paper", 1000)[-1] == 400
+    official_long = losses.convexity_schedule("official", 20000)
+    assert [C(official_long, 0, s) for s in (4000, 8000, 19999)] == pytest.approx([0.55, 0.1, 0.1])
 
 
 def test_regularisers_are_finite_and_guarded(ts):
-    from threestudio_sdi.threestudio import losses
+    from threestudio_sdi import regularisers as losses
 
     opacity = torch.rand(1, 8, 8, 1)
     assert losses.sparsity_loss(opacity) > 0
@@ -650,7 +676,7 @@ def test_a_nan_inside_the_step_is_counted_and_never_reaches_the_render(ts, tiny_
         out = guidance(rgb, prompt_utils(ts), **cameras(2))
     assert any(issubclass(w.category, NonFiniteGuidanceWarning) and "κ" in str(w.message) for w in caught)
     out["loss_sdi"].backward()
-    assert out["loss_sdi"].item() == 0.0 and out["nonfinite_steps"] == 1
+    assert out["loss_sdi"].item() == 0.0 and out["nonfinite_steps"] == 2  # both views, counted per view
     assert torch.equal(rgb.grad, torch.zeros_like(rgb))
     unet.forward = original
-    assert guidance(rgb, prompt_utils(ts), **cameras(2))["nonfinite_steps"] == 1
+    assert guidance(rgb, prompt_utils(ts), **cameras(2))["nonfinite_steps"] == 2

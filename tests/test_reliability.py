@@ -13,17 +13,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from threestudio_sdi.cfg import Conditioning
-from threestudio_sdi.lab import distill_2d
+from threestudio_sdi.cfg import MAX_GUIDANCE_SCALE, Conditioning
+from threestudio_sdi.fixed_point import FixedPointConfig
+from threestudio_sdi.lab import METHODS, LabRun, distill_2d
 from threestudio_sdi.models.mixture import GaussianMixtureModel
 from threestudio_sdi.presets import PRESETS
-from threestudio_sdi.score_distillation import (
-    MAX_GUIDANCE_SCALE,
-    NOISE_STRATEGIES,
-    GuidanceConfig,
-    NonFiniteGuidanceWarning,
-    guidance_step,
-)
+from threestudio_sdi.score_distillation import GuidanceConfig, NonFiniteGuidanceWarning, guidance_step
+from threestudio_sdi.strategies import InversionConfig, strategy_names
+
+NOISE_STRATEGIES = strategy_names()
 
 PROPERTY = settings(
     max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -86,10 +84,15 @@ BAD_VALUES: dict[str, st.SearchStrategy] = {
     "noise": st.text(min_size=1, max_size=8).filter(lambda s: s not in NOISE_STRATEGIES),
     "cfg_mode": st.text(min_size=1, max_size=8).filter(lambda s: s not in ("standard", "quirk")),
     "overshoot": st.sampled_from([0, 1, "true", None]),
-    "inversion_order": st.sampled_from([0, 3, 1.5]),
-    "fixed_point_tolerance": st.sampled_from([0.0, -1.0, math.nan]),
-    "fixed_point_mixing": st.sampled_from([0.0, 1.5, math.nan]),
 }
+BAD_OPTIONS: dict[tuple[type, str], st.SearchStrategy] = {
+    (InversionConfig, "order"): st.sampled_from([0, 3, 1.5]),
+    (InversionConfig, "skip_origin"): st.sampled_from([0, 1, "yes", None]),
+    (FixedPointConfig, "tolerance"): st.sampled_from([0.0, -1.0, math.nan]),
+    (FixedPointConfig, "mixing"): st.sampled_from([0.0, 1.5, math.nan]),
+    (FixedPointConfig, "max_iterations"): st.sampled_from([-1, 2.5, "ten"]),
+}
+PREFIX = {InversionConfig: "inversion", FixedPointConfig: "fixed_point"}
 
 
 @PROPERTY
@@ -99,6 +102,15 @@ def test_every_refused_setting_names_its_key(data: st.DataObject) -> None:
     value = data.draw(BAD_VALUES[key])
     with pytest.raises(ValueError, match=key):
         GuidanceConfig(**{key: value})
+
+
+@PROPERTY
+@given(data=st.data())
+def test_every_refused_strategy_option_names_its_key(data: st.DataObject) -> None:
+    config_class, key = data.draw(st.sampled_from(sorted(BAD_OPTIONS, key=str)))
+    value = data.draw(BAD_OPTIONS[(config_class, key)])
+    with pytest.raises(ValueError, match=f"{PREFIX[config_class]}.{key}"):
+        config_class(**{key: value})
 
 
 class NaNOnDemand:
@@ -128,10 +140,59 @@ def test_nan_inside_a_step_zeroes_the_loss_and_names_the_quantity(
     with pytest.warns(NonFiniteGuidanceWarning, match=quantity):
         out = guidance_step(model, z0, 500, Conditioning(cond=1), config)
     out.loss.backward()
-    assert out.nonfinite is not None and quantity in out.nonfinite
+    assert quantity in "".join(out.nonfinite.values()) and sorted(out.nonfinite) == [0, 1, 2]
     assert out.loss.item() == 0.0 and out.grad_norm.item() == 0.0
     assert torch.equal(z0.grad, torch.zeros_like(z0))
     assert torch.equal(out.target, z0.detach())
+
+
+class PoisonedRow:
+    """Exact digits ε, except that view ``row`` of every output is NaN (one diverged view of a batch)."""
+
+    def __init__(self, base: GaussianMixtureModel, row: int) -> None:
+        self.base, self.row = base, row
+        self.schedule, self.prediction_type, self.shape = base.schedule, base.prediction_type, base.shape
+        self.alphas_cumprod = base.alphas_cumprod
+
+    def predict_noise(self, x_t: torch.Tensor, t: int, cond: Any) -> torch.Tensor:
+        out = self.base.predict_noise(x_t, t, cond).clone()
+        out[self.row] = math.nan
+        return out
+
+
+@pytest.mark.parametrize("noise", ["inversion", "random"])
+def test_a_non_finite_view_zeroes_only_its_own_gradient(
+    digits: GaussianMixtureModel, noise: str, fresh_seed: int
+) -> None:
+    row = fresh_seed % 4
+    z0 = digits.sample(4, cond=2, generator=torch.Generator().manual_seed(fresh_seed))
+    config = GuidanceConfig(noise=noise)
+    grads, outs = [], []
+    for model in (digits, PoisonedRow(digits, row)):
+        leaf = z0.clone().requires_grad_(True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NonFiniteGuidanceWarning)
+            out = guidance_step(
+                model,
+                leaf,
+                300,
+                Conditioning(cond=2),
+                config,
+                generator=torch.Generator().manual_seed(fresh_seed),
+            )
+        out.loss.backward()
+        grads.append(leaf.grad)
+        outs.append((out, [str(w.message) for w in caught]))
+    (clean, clean_warnings), (poisoned, messages) = outs
+    first = "the noise κ" if noise == "inversion" else "the noise prediction ε̂"
+    assert clean.nonfinite == {} and not clean_warnings
+    assert poisoned.nonfinite == {row: first}
+    assert len(messages) == 1 and f"view {row}: {first}" in messages[0]
+    assert torch.equal(grads[1][row], torch.zeros_like(grads[1][row]))
+    others = [b for b in range(4) if b != row]
+    assert grads[0][others].abs().sum() > 0
+    assert torch.equal(grads[1][others], grads[0][others])
+    assert torch.equal(poisoned.target[others], clean.target[others])
 
 
 def test_a_finite_step_reports_no_fault(digits: GaussianMixtureModel) -> None:
@@ -139,16 +200,15 @@ def test_a_finite_step_reports_no_fault(digits: GaussianMixtureModel) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", NonFiniteGuidanceWarning)
         out = guidance_step(digits, z0, 500, Conditioning(cond=1), GuidanceConfig())
-    assert out.nonfinite is None and out.loss.item() > 0
+    assert out.nonfinite == {} and out.loss.item() > 0
 
 
 def test_nan_never_reaches_the_distilled_image(digits: GaussianMixtureModel) -> None:
     """The lab's Adam update keeps its parameter finite when steps go non-finite."""
     model = NaNOnDemand(digits, {201, 301, 401}, math.nan)
     with pytest.warns(NonFiniteGuidanceWarning):
-        x0 = distill_2d(
-            model, "sdi", steps=10, seed=0, batch=4, cond=2, update="adam", inner_steps=3, disable=True
-        )
+        run = LabRun(steps=10, seed=0, batch=4, cond=2)
+        x0 = distill_2d(model, GuidanceConfig(), run, update="adam", inner_steps=3, disable=True)
     assert x0.isfinite().all()
 
 
@@ -175,8 +235,11 @@ def test_mixed_dtypes_follow_the_input(digits: GaussianMixtureModel) -> None:
 
 @pytest.mark.parametrize("method", ["sds", "sdi", "ism", "fixed-point"])
 def test_distillation_is_bit_identical_for_a_seed(digits: GaussianMixtureModel, method: str) -> None:
-    kwargs = dict(steps=8, seed=123, batch=4, cond=torch.tensor([0, 3, 5, 9]), disable=True)
-    assert torch.equal(distill_2d(digits, method, **kwargs), distill_2d(digits, method, **kwargs))
+    run = LabRun(steps=8, seed=123, batch=4, cond=torch.tensor([0, 3, 5, 9]))
+    config = GuidanceConfig(noise=METHODS[method])
+    assert torch.equal(
+        distill_2d(digits, config, run, disable=True), distill_2d(digits, config, run, disable=True)
+    )
 
 
 def test_guidance_steps_are_bit_identical_on_the_tiny_stack(tmp_path: Path) -> None:

@@ -145,21 +145,14 @@ def test_positive_guidance_moves_samples_toward_the_class(
     (The log posterior itself saturates at 0 for well-separated classes; the margin does not. Over
     seeds 0-59 the margin at γ = 4 was at least 1.34x the margin at γ = 1.)
     """
-    from threestudio_sdi.lab import distill_2d
+    from threestudio_sdi.lab import LabRun, sample_reference_2d
 
     target = fresh_seed % 10
     margins = []
     for scale in (0.0, 1.0, 4.0):
-        x0 = distill_2d(
-            digits,
-            "ddim",
-            steps=25,
-            seed=fresh_seed,
-            batch=64,
-            cond=target,
-            guidance_scale=scale,
-            disable=True,
-        )
+        config = GuidanceConfig(guidance_scale=scale)
+        run = LabRun(steps=25, seed=fresh_seed, batch=64, cond=target)
+        x0 = sample_reference_2d(digits, config, run, disable=True)
         log_posterior = digits.class_log_posterior(x0)
         others = torch.cat([log_posterior[:, :target], log_posterior[:, target + 1 :]], 1)
         margins.append((log_posterior[:, target] - others.max(1).values).mean().item())

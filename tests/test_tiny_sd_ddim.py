@@ -9,8 +9,9 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from threestudio_sdi.lab import distill_2d, lab_timesteps  # noqa: E402
+from threestudio_sdi.lab import LabRun, distill_2d, lab_timesteps, sample_reference_2d  # noqa: E402
 from threestudio_sdi.models import load_stable_diffusion, tiny_stable_diffusion  # noqa: E402
+from threestudio_sdi.score_distillation import GuidanceConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +57,10 @@ def test_kappa_cache_equals_diffusers_ddim(path: Path, parts, scale: float) -> N
     reference = _diffusers_ddim(_scheduler(path, steps), parts, x_T, cond, scale)
     scheduler = _scheduler(path, steps)
     assert lab_timesteps(steps, 1000) == [int(t) for t in scheduler.timesteps]
-    kwargs = dict(
-        steps=steps, seed=seed, batch=batch, cond=cond, guidance_scale=scale, shape=shape, disable=True
-    )
-    cached = distill_2d(parts.model, "ddim-cache", **kwargs)
-    sampled = distill_2d(parts.model, "ddim", **kwargs)
+    run = LabRun(steps=steps, seed=seed, batch=batch, cond=cond, shape=shape)
+    config = GuidanceConfig(noise="cached", guidance_scale=scale)
+    cached = distill_2d(parts.model, config, run, disable=True)
+    sampled = sample_reference_2d(parts.model, config, run, disable=True)
     scale_of = reference.abs().max()
     assert ((cached - reference).abs().max() / scale_of) < 1e-4
     assert ((sampled - reference).abs().max() / scale_of) < 1e-4

@@ -21,11 +21,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import check_choice
+from .errors import check_choice, check_range
 from .prediction import epsilon_from_output, predict_branches
 from .schedule import NoiseSchedule
 
 CFG_MODES = ("standard", "quirk")
+MAX_GUIDANCE_SCALE = 1000.0
+"""Largest |γ| accepted: threestudio's SDS uses 100; beyond 1000 a step only overflows."""
+
+
+def check_guidance_scale(name: str, value: object) -> float:
+    """A finite CFG scale with |γ| ≤ :data:`MAX_GUIDANCE_SCALE`, else ValueError naming ``name``."""
+    return check_range(name, value, -MAX_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE)
 
 
 @dataclass(frozen=True)
@@ -161,3 +168,30 @@ def guided_epsilon(
         assert conditioning.negative_weights is not None
         return combine_perp_neg(eps[0], eps[1], eps[2:], conditioning.negative_weights, scale)
     return combine_cfg(eps[0], eps[1], scale, mode)
+
+
+@dataclass(frozen=True)
+class Guide:
+    """The guided denoiser ε̂(x_t, t) of one model, conditioning and CFG scale (k-diffusion's CFGDenoiser).
+
+    Attributes:
+        model: the denoiser (:mod:`threestudio_sdi.denoiser`).
+        conditioning: what it is conditioned on (prompt, unconditional branch, Perp-Neg, cameras).
+        scale: γ of CFG / Perp-Neg.
+        mode: ``"standard"`` or ``"quirk"`` CFG.
+        schedule: the model's schedule; None reads it from the model.
+    """
+
+    model: Any
+    conditioning: Conditioning
+    scale: float
+    mode: str = "standard"
+    schedule: NoiseSchedule | None = None
+
+    def __post_init__(self) -> None:
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", NoiseSchedule.of_model(self.model))
+
+    def __call__(self, x_t: Tensor, t: int) -> Tensor:
+        """ε̂ = CFG(x_t, t, γ) (:func:`guided_epsilon`)."""
+        return guided_epsilon(self.model, x_t, t, self.conditioning, self.scale, self.mode, self.schedule)

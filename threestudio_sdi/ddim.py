@@ -83,6 +83,13 @@ def adams_bashforth_epsilon(
     return epsilon + ratio * (epsilon - previous_epsilon)
 
 
+def check_inversion_order(order: object) -> int:
+    """``order`` if it is one of :data:`INVERSION_ORDERS`, else ValueError naming ``inversion.order``."""
+    if check_int("inversion.order", order) not in INVERSION_ORDERS:
+        raise ValueError(f"inversion.order must be one of {INVERSION_ORDERS}, got {order!r}")
+    return int(order)
+
+
 def _check_timesteps(name: str, timesteps: Sequence[int], schedule: NoiseSchedule) -> list[int]:
     steps = [int(t) for t in timesteps]
     if len(steps) < 2:
@@ -182,8 +189,7 @@ def ddim_invert(
     schedule = NoiseSchedule.of_model(model)
     conditioning = conditioning or Conditioning()
     eta = check_range("inversion_eta", eta, 0.0)
-    if check_int("inversion_order", order) not in INVERSION_ORDERS:
-        raise ValueError(f"inversion_order must be one of {INVERSION_ORDERS}, got {order!r}")
+    order = check_inversion_order(order)
     steps = _check_timesteps("inversion timesteps", timesteps, schedule)
     if any(b <= a for a, b in zip(steps, steps[1:])):
         raise ValueError(f"inversion timesteps must be strictly increasing, got {steps}")

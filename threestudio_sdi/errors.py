@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 
@@ -54,6 +55,13 @@ def check_int(name: str, value: object, low: int | None = None) -> int:
     return number
 
 
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is True or False, else ValueError naming ``name``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, else ValueError listing the valid names."""
     if value not in choices:
@@ -75,9 +83,14 @@ def check_finite_tensor(name: str, tensor: Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf ({int((~tensor.isfinite()).sum())} elements)")
 
 
-def first_nonfinite(tensors: Mapping[str, Tensor]) -> str | None:
-    """The name of the first tensor (in the mapping's order) holding NaN or ±Inf, else None."""
+def nonfinite_views(tensors: Mapping[str, Tensor]) -> dict[int, str]:
+    """{view b: the name of the first tensor (in the mapping's order) with NaN or ±Inf in row b}.
+
+    Every tensor is a batch [B, ...]; the result is empty when everything is finite.
+    """
+    bad: dict[int, str] = {}
     for name, tensor in tensors.items():
-        if not tensor.isfinite().all():
-            return name
-    return None
+        finite = tensor.detach().reshape(tensor.shape[0], -1).isfinite().all(dim=1)
+        for view in torch.nonzero(~finite).flatten().tolist():
+            bad.setdefault(view, name)
+    return dict(sorted(bad.items()))

@@ -29,18 +29,69 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from .cfg import Conditioning, guided_epsilon
+from .cfg import Guide, check_guidance_scale
 from .errors import check_choice, check_int, check_range
-from .schedule import NoiseSchedule
+from .prediction import add_noise
 
 FIXED_POINT_METHODS = ("damped", "anderson")
+FIXED_POINT_STARTS = ("inversion", "random")
 DENSE_JACOBIAN_MAX_DIM = 1024
 """Largest per-sample dimension :func:`solve_fixed_point_reference` builds a dense Jacobian for."""
+
+
+def check_solver_options(
+    method: str, mixing: float, memory: int, tolerance: float, max_iterations: int
+) -> tuple[str, float, int, float, int]:
+    """The refinement's options, validated (ValueError naming ``fixed_point.<option>``)."""
+    return (
+        check_choice("fixed_point.method", method, FIXED_POINT_METHODS),
+        check_range("fixed_point.mixing", mixing, 0.0, 1.0, low_open=True),
+        check_int("fixed_point.memory", memory, low=1),
+        check_range("fixed_point.tolerance", tolerance, 0.0, low_open=True),
+        check_int("fixed_point.max_iterations", max_iterations, low=0),
+    )
+
+
+@dataclass(frozen=True)
+class FixedPointConfig:
+    """Options of the ``fixed-point`` noise strategy (:mod:`threestudio_sdi.strategies.fixed_point`).
+
+    Attributes:
+        start: ``"inversion"`` (the ``inversion`` strategy's κ, without its η noise) or ``"random"``
+            (κ ~ N(0, I)).
+        method: ``"anderson"`` or ``"damped"`` (:func:`refine_fixed_point`).
+        guidance_scale: the CFG of the fixed-point map; None = the step's γ_fwd (SPEC §1).
+        tolerance: stop when every sample's ‖F(κ) − κ‖/‖κ‖ is below it.
+        max_iterations: at most this many κ updates (≥ 0).
+        mixing: β ∈ (0, 1], damping / Anderson mixing.
+        memory: Anderson history m ≥ 1.
+    """
+
+    # typing.Optional, not ``X | None``: OmegaConf reads these annotations (sdi-guidance), on Python 3.9 too.
+    start: str = "inversion"
+    method: str = "anderson"
+    guidance_scale: Optional[float] = None  # noqa: UP045
+    tolerance: float = 1e-3
+    max_iterations: int = 10
+    mixing: float = 0.5
+    memory: int = 5
+
+    def __post_init__(self) -> None:
+        check_choice("fixed_point.start", self.start, FIXED_POINT_STARTS)
+        if self.guidance_scale is not None:
+            check_guidance_scale("fixed_point.guidance_scale", self.guidance_scale)
+        check_solver_options(**self.solver_options())
+
+    def solver_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`refine_fixed_point` that this config sets."""
+        return {
+            key: getattr(self, key) for key in ("method", "mixing", "memory", "tolerance", "max_iterations")
+        }
 
 
 @dataclass(frozen=True)
@@ -74,24 +125,13 @@ class FixedPointResult:
         return min(finite) if finite else math.inf
 
 
-def fixed_point_map(
-    model: Any,
-    z0: Tensor,
-    kappa: Tensor,
-    t: int,
-    conditioning: Conditioning,
-    guidance_scale: float,
-    cfg_mode: str = "standard",
-    schedule: NoiseSchedule | None = None,
-) -> Tensor:
-    """F(κ) = ε_θ(sqrt(ᾱ_t) z0 + sqrt(1−ᾱ_t) κ, t, y), guided with CFG ``guidance_scale``.
+def fixed_point_map(guide: Guide, z0: Tensor, kappa: Tensor, t: int) -> Tensor:
+    """F(κ) = ε_θ(sqrt(ᾱ_t) z0 + sqrt(1−ᾱ_t) κ, t, y) of the guided denoiser ``guide``.
 
     Differentiable when the model is (used by :func:`solve_fixed_point_reference`).
     """
-    schedule = schedule or NoiseSchedule.of_model(model)
-    alpha = schedule.alpha_bar(t).to(z0)
-    x_t = alpha.sqrt() * z0 + (1 - alpha).sqrt() * kappa
-    return guided_epsilon(model, x_t, t, conditioning, guidance_scale, cfg_mode, schedule)
+    assert guide.schedule is not None
+    return guide(add_noise(z0, kappa, guide.schedule.alpha_bar(t)), t)
 
 
 def relative_residuals(residual: Tensor, kappa: Tensor) -> Tensor:
@@ -121,11 +161,9 @@ def _anderson_step(
 
 @torch.no_grad()
 def refine_fixed_point(
-    model: Any,
+    guide: Guide,
     z0: Tensor,
     t: int,
-    conditioning: Conditioning,
-    guidance_scale: float,
     start: Tensor,
     *,
     method: str = "anderson",
@@ -134,14 +172,12 @@ def refine_fixed_point(
     tolerance: float = 1e-3,
     max_iterations: int = 20,
     divergence_factor: float = 10.0,
-    cfg_mode: str = "standard",
-    schedule: NoiseSchedule | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> FixedPointResult:
     """Iterate κ toward κ = F(κ) (module docstring) from ``start``, at most ``max_iterations`` updates.
 
     Args:
-        model, z0, t, conditioning, guidance_scale, cfg_mode: define F (:func:`fixed_point_map`).
+        guide, z0, t: define F (:func:`fixed_point_map`).
         start: the first iterate κ_0 [B, ...] (e.g. :func:`threestudio_sdi.ddim.ddim_invert`'s noise).
         method: ``damped`` or ``anderson``.
         mixing: β in (0, 1], the damping of ``damped`` and the mixing of ``anderson``.
@@ -154,15 +190,12 @@ def refine_fixed_point(
     The arithmetic of the updates runs in float64 (the Anderson solve is ill-conditioned in float32);
     the returned κ has ``start``'s dtype.
     """
-    check_choice("fixed_point_method", method, FIXED_POINT_METHODS)
-    mixing = check_range("fixed_point_mixing", mixing, 0.0, 1.0, low_open=True)
-    memory = check_int("fixed_point_memory", memory, low=1)
-    tolerance = check_range("fixed_point_tolerance", tolerance, 0.0, low_open=True)
-    max_iterations = check_int("fixed_point_max_iterations", max_iterations, low=0)
+    method, mixing, memory, tolerance, max_iterations = check_solver_options(
+        method, mixing, memory, tolerance, max_iterations
+    )
     divergence_factor = check_range("divergence_factor", divergence_factor, 1.0, low_open=True)
     if tuple(start.shape) != tuple(z0.shape):
         raise ValueError(f"start has shape {tuple(start.shape)} but z0 has shape {tuple(z0.shape)}")
-    schedule = schedule or NoiseSchedule.of_model(model)
     z0 = z0.detach()
     batch = z0.shape[0]
     kappa = start.detach().to(torch.float64).reshape(batch, -1)
@@ -177,7 +210,7 @@ def refine_fixed_point(
     evaluations = iterations = 0
     while True:
         current = kappa.reshape(z0.shape).to(z0.dtype)
-        mapped = fixed_point_map(model, z0, current, t, conditioning, guidance_scale, cfg_mode, schedule)
+        mapped = fixed_point_map(guide, z0, current, t)
         evaluations += 1
         residual = mapped.detach().to(torch.float64).reshape(batch, -1) - kappa
         norm = residual.pow(2).sum(1).sqrt().nan_to_num(math.inf)
@@ -219,17 +252,13 @@ def refine_fixed_point(
 
 
 def solve_fixed_point_reference(
-    model: Any,
+    guide: Guide,
     z0: Tensor,
     t: int,
-    conditioning: Conditioning,
-    guidance_scale: float,
     start: Tensor | None = None,
     *,
     tolerance: float = 1e-8,
     max_iterations: int = 50,
-    cfg_mode: str = "standard",
-    schedule: NoiseSchedule | None = None,
 ) -> FixedPointResult:
     """The fixed point κ = F(κ) in float64 to ``tolerance`` (relative residual), by damped Newton.
 
@@ -244,7 +273,6 @@ def solve_fixed_point_reference(
     """
     tolerance = check_range("tolerance", tolerance, 0.0, low_open=True)
     max_iterations = check_int("max_iterations", max_iterations, low=0)
-    schedule = schedule or NoiseSchedule.of_model(model)
     z0 = z0.detach().to(torch.float64)
     batch = z0.shape[0]
     dim = z0[0].numel()
@@ -258,9 +286,7 @@ def solve_fixed_point_reference(
 
     def residual_of(k: Tensor) -> Tensor:
         with torch.no_grad():
-            mapped = fixed_point_map(
-                model, z0, k.reshape(z0.shape), t, conditioning, guidance_scale, cfg_mode, schedule
-            )
+            mapped = fixed_point_map(guide, z0, k.reshape(z0.shape), t)
         return mapped.double().reshape(batch, dim) - k
 
     residual = residual_of(kappa)
@@ -273,7 +299,7 @@ def solve_fixed_point_reference(
         active = (current >= tolerance) & current.isfinite() & ~stalled
         if not active.any():
             break
-        jacobian = _dense_jacobian(model, z0, kappa, t, conditioning, guidance_scale, cfg_mode, schedule)
+        jacobian = _dense_jacobian(guide, z0, kappa, t)
         evaluations += dim
         step = (torch.linalg.pinv(jacobian - identity) @ -residual[..., None])[..., 0]
         step = torch.where(active[:, None], step, torch.zeros_like(step))
@@ -307,23 +333,12 @@ def solve_fixed_point_reference(
     )
 
 
-def _dense_jacobian(
-    model: Any,
-    z0: Tensor,
-    kappa: Tensor,
-    t: int,
-    conditioning: Conditioning,
-    guidance_scale: float,
-    cfg_mode: str,
-    schedule: NoiseSchedule,
-) -> Tensor:
+def _dense_jacobian(guide: Guide, z0: Tensor, kappa: Tensor, t: int) -> Tensor:
     """∂F_b/∂κ_b [B, d, d] of the per-sample map (samples are independent: one backward per row)."""
     batch, dim = kappa.shape
     with torch.enable_grad():
         variable = kappa.detach().clone().requires_grad_(True)
-        mapped = fixed_point_map(
-            model, z0, variable.reshape(z0.shape), t, conditioning, guidance_scale, cfg_mode, schedule
-        ).reshape(batch, dim)
+        mapped = fixed_point_map(guide, z0, variable.reshape(z0.shape), t).reshape(batch, dim)
         rows = []
         for i in range(dim):
             (gradient,) = torch.autograd.grad(mapped[:, i].sum(), variable, retain_graph=i + 1 < dim)

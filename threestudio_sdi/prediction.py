@@ -50,6 +50,12 @@ def output_from_epsilon(epsilon: Tensor, x_t: Tensor, alpha_bar: Tensor, predict
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
+def add_noise(x0: Tensor, noise: Tensor, alpha_bar: Tensor) -> Tensor:
+    """x_t = sqrt(ᾱ) x0 + sqrt(1−ᾱ) ε, the forward process at noise level ``alpha_bar``."""
+    alpha = alpha_bar.to(x0)
+    return alpha.sqrt() * x0 + (1 - alpha).sqrt() * noise
+
+
 def predict_x0(x_t: Tensor, epsilon: Tensor, alpha_bar: Tensor) -> Tensor:
     """x̂0 = (x_t − sqrt(1−ᾱ) ε) / sqrt(ᾱ), the one-step denoised image (SPEC §1)."""
     alpha = alpha_bar.to(x_t)

@@ -18,7 +18,7 @@ Research options that spend fewer evaluations (both off by default):
 * ``skip_origin`` (``official`` grid only): drop the origin −(T/n − offset), whose hop to ``offset``
   spends one evaluation to move z0 from ᾱ_0 to ᾱ_offset (a near no-op: 0.99915 → 0.99830 for SD);
   z0 is taken as x at ``offset`` instead. One evaluation fewer at every t (10 at t = 980, 3 at t = 250).
-* ``adaptive`` steps (:func:`adaptive_inversion_steps`): the grid of n_eff = max(1, ⌊n·t/T + ½⌋)
+* ``adaptive_steps`` (:func:`adaptive_inversion_steps`): the grid of n_eff = max(1, ⌊n·t/T + ½⌋)
   steps instead of n, so about n·(t/T)² grid points lie below t instead of n·t/T: fewer hops at
   small t (unchanged near t = T). The overshoot δ keeps the stride T/n of the configured n.
 """
@@ -73,6 +73,15 @@ def inversion_stride(n_steps: int, num_train_timesteps: int) -> int:
     return num_train_timesteps // n_steps
 
 
+def check_skip_origin(skip_origin: bool, grid: str) -> None:
+    """ValueError unless ``skip_origin`` is off or the grid is the ``official`` one (it has the origin)."""
+    if skip_origin and grid != "official":
+        raise ValueError(
+            "inversion.skip_origin applies to the 'official' grid only (its evaluation at a negative "
+            f"timestep); this preset has the {grid!r} grid"
+        )
+
+
 def inversion_timesteps(
     t: int,
     t_prime: int,
@@ -90,11 +99,7 @@ def inversion_timesteps(
     stride = inversion_stride(n_steps, num_train_timesteps)
     if not 0 < t <= t_prime < num_train_timesteps:
         raise ValueError(f"need 0 < t <= t' < {num_train_timesteps}, got t={t}, t'={t_prime}")
-    if skip_origin and preset.grid != "official":
-        raise ValueError(
-            f"skip_origin applies to the 'official' grid only (its evaluation at a negative timestep); "
-            f"preset {preset.name!r} has grid {preset.grid!r}"
-        )
+    check_skip_origin(skip_origin, preset.grid)
     offset = steps_offset if preset.grid == "official" else 0
     grid = [k * stride + offset for k in range(n_steps) if k * stride + offset < t]
     if preset.grid == "official" and (not skip_origin or not grid):

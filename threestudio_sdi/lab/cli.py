@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..score_distillation import NonFiniteGuidanceWarning
-from .distill import METHODS, distill_2d
+from ..score_distillation import GuidanceConfig, NonFiniteGuidanceWarning
+from .distill import METHODS, LabRun, distill_2d, sample_reference_2d
 from .figures import save_band_plot, save_image_grid
 from .metrics import grouped_diversity, grouped_total_variation, mean_pairwise_distance, rms_distance
 
@@ -156,11 +156,11 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
     for run in runs:
         start = time.perf_counter()
         steps: list[dict[str, Any]] = []
-        with warnings.catch_warnings():  # counted below as nonfinite_steps instead of one line per step
+        with warnings.catch_warnings():  # counted below as nonfinite_views instead of one line per step
             warnings.simplefilter("ignore", NonFiniteGuidanceWarning)
             x0 = _distill(setup, run, args, shape, steps.append)
         evaluations = [info["output"].model_evaluations for info in steps if "output" in info]
-        skipped = sum(1 for info in steps if "output" in info and info["output"].nonfinite is not None)
+        skipped = sum(len(info["output"].nonfinite) for info in steps if "output" in info)
         if run.method == "ddim":
             reference = x0
         samples[run.label] = x0
@@ -171,7 +171,7 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 3),
             "model_evaluations_per_sample": (sum(evaluations) + 1) if evaluations else args.steps,
             "finite": finite,
-            "nonfinite_steps": skipped,
+            "nonfinite_views": skipped,
         }
         if finite:
             row.update(setup.measure(x0, reference if reference is not None else x0))
@@ -219,19 +219,21 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
 def _distill(
     setup: LabSetup, run: Run, args: argparse.Namespace, shape: tuple[int, ...], callback: Callable
 ) -> Tensor:
-    """distill_2d of one run with the lab's settings."""
-    return distill_2d(
-        setup.model,
-        run.method,
-        steps=args.steps,
-        seed=args.seed,
-        batch=setup.batch,
-        cond=setup.cond,
+    """The run's samples: DDIM sampling for ``ddim``, else distill_2d with the run's GuidanceConfig."""
+    config = GuidanceConfig(
+        preset=args.preset,
+        noise=METHODS[run.method] or "cached",
         guidance_scale=args.guidance_scale,
         inversion_guidance_scale=run.inversion_guidance_scale,
-        preset=args.preset,
+    )
+    lab = LabRun(steps=args.steps, seed=args.seed, batch=setup.batch, cond=setup.cond, shape=shape)
+    if run.method == "ddim":
+        return sample_reference_2d(setup.model, config, lab, callback=callback, disable=args.no_progress)
+    return distill_2d(
+        setup.model,
+        config,
+        lab,
         update=args.update,
-        shape=shape,
         lr=args.lr,
         inner_steps=args.inner_steps,
         callback=callback,

@@ -1,14 +1,14 @@
 """Image-space distillation: the image (or latent) itself is the parameter, g = identity (paper §6.5).
 
-Every method starts where DDIM does, from x_T ~ N(0, I) (the first draw of the seeded generator) at
-the first timestep of the grid, with x0 = x̂0(x_T) and κ = ε̂(x_T), and then visits the grid's
-remaining timesteps once each, from high to low, with one guidance step per timestep:
+Every run starts where DDIM does, from x_T ~ N(0, I) (the first draw of the seeded generator) at the
+first timestep of the grid, with x0 = x̂0(x_T) and κ = ε̂(x_T), and then visits the grid's remaining
+timesteps once each, from high to low, with one guidance step (:func:`guidance_step` with the given
+:class:`GuidanceConfig`) per timestep. :func:`sample_reference_2d` is DDIM sampling itself from the
+same x_T, the reference. The lab's methods (:data:`METHODS`) name the noise strategies:
 
-* ``ddim``: DDIM sampling itself (the reference);
-* ``ddim-cache``: κ = the previous step's ε̂ — exactly DDIM in x0-space (SPEC §1);
-* ``sds``: κ ~ N(0, I) each step;  ``sdi``: κ from prompt-conditioned DDIM inversion (γ_inv);
-* ``ism``: κ from unconditional DDIM inversion;
-* ``fixed-point`` (research): the inverted κ refined toward the fixed point of SPEC §1.
+* ``ddim``: DDIM sampling (the reference);  ``ddim-cache``: κ = the previous step's ε̂ — exactly DDIM
+  in x0-space (SPEC §1);  ``sds``: κ ~ N(0, I) each step;  ``sdi``: prompt-conditioned DDIM inversion
+  (γ_inv);  ``ism``: unconditional DDIM inversion;  ``fixed-point`` (research).
 
 ``update="exact"`` applies the reparametrised step x0 ← ẑ0 = x0 − σ_t (ε̂ − κ) (with δ = 0);
 ``update="adam"`` instead takes ``inner_steps`` Adam steps on the guidance loss
@@ -19,6 +19,7 @@ The grid is diffusers' "leading" spacing with offset 1 (981, 961, …, 1 for 50 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,17 +31,19 @@ from ..ddim import ddim_timesteps, sample_ddim
 from ..errors import check_choice, check_int, check_range
 from ..prediction import predict_x0
 from ..schedule import NoiseSchedule
-from ..score_distillation import GuidanceConfig, guidance_step
+from ..score_distillation import GuidanceConfig, GuidanceOutput, guidance_step
 
-METHODS = ("ddim", "ddim-cache", "sds", "sdi", "ism", "fixed-point")
-UPDATES = ("exact", "adam")
-NOISE_OF_METHOD = {
+METHODS: dict[str, str | None] = {
+    "ddim": None,
     "ddim-cache": "cached",
     "sds": "random",
     "sdi": "inversion",
     "ism": "uncond-inversion",
-    "fixed-point": "fixed-point",  # research: the inverted κ refined toward its fixed point
+    "fixed-point": "fixed-point",
 }
+"""Lab method → the noise strategy of its guidance steps (``ddim`` is the sampler itself)."""
+UPDATES = ("exact", "adam")
+Callback = Callable[[dict[str, Any]], None]
 
 
 def lab_timesteps(steps: int, num_train_timesteps: int) -> list[int]:
@@ -48,131 +51,127 @@ def lab_timesteps(steps: int, num_train_timesteps: int) -> list[int]:
     return ddim_timesteps(steps, num_train_timesteps, "leading", steps_offset=1)
 
 
-def distill_2d(
+@dataclass(frozen=True)
+class LabRun:
+    """What a lab run distils: its timesteps, seed, and how many images of which condition.
+
+    Attributes:
+        steps: number of timesteps (= model evaluations of DDIM and of ``ddim-cache``), ≥ 2.
+        seed: seeds x_T and every random draw.
+        batch: number of images.
+        cond, uncond: the condition (class index, LongTensor[batch], text embedding; None =
+            unconditional) and the unconditional one (None = the model's default).
+        shape: image shape; None = ``model.shape``.
+    """
+
+    steps: int = 50
+    seed: int = 0
+    batch: int = 1
+    cond: Any = None
+    uncond: Any = None
+    shape: Sequence[int] | None = None
+
+    def start(self, model: Any) -> tuple[NoiseSchedule, list[int], torch.Generator, Tensor]:
+        """(schedule, the lab's timesteps, the seeded generator, x_T) of this run on ``model``."""
+        steps = check_int("steps", self.steps, low=2)
+        batch = check_int("batch", self.batch, low=1)
+        shape = tuple(self.shape if self.shape is not None else getattr(model, "shape", ()))
+        if not shape:
+            raise ValueError(f"shape is required: model {type(model).__name__} has no shape attribute")
+        schedule = NoiseSchedule.of_model(model)
+        generator = torch.Generator().manual_seed(self.seed)
+        dtype = getattr(model, "dtype", torch.float32)
+        dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        device = getattr(model, "device", torch.device("cpu"))
+        x_T = torch.randn((batch, *shape), generator=generator, dtype=dtype).to(device)
+        return schedule, lab_timesteps(steps, schedule.num_train_timesteps), generator, x_T
+
+    @property
+    def conditioning(self) -> Conditioning:
+        return Conditioning(cond=self.cond, uncond=self.uncond)
+
+
+def sample_reference_2d(
     model: Any,
-    method: str,
-    steps: int = 50,
-    seed: int = 0,
-    batch: int = 1,
-    cond: Any = None,
-    guidance_scale: float = 7.5,
-    inversion_guidance_scale: float = -7.5,
-    preset: str = "paper",
-    update: str = "exact",
+    config: GuidanceConfig,
+    run: LabRun = LabRun(),
     *,
-    shape: Sequence[int] | None = None,
-    uncond: Any = None,
-    inversion_n_steps: int = 10,
-    inversion_eta: float | None = None,
-    overshoot: bool = True,
-    lr: float = 0.1,
-    inner_steps: int = 25,
-    callback: Callable[[dict[str, Any]], None] | None = None,
+    callback: Callback | None = None,
     disable: bool | None = None,
 ) -> Tensor:
-    """Distil ``batch`` images from ``model`` with ``method``; returns x0 [batch, *shape].
+    """DDIM sampling from the run's x_T at CFG ``config.guidance_scale`` (and its CFG mode): the reference."""
+    _, timesteps, _, x_T = run.start(model)
+    return sample_ddim(
+        model,
+        x_T,
+        timesteps,
+        run.conditioning,
+        config.guidance_scale,
+        config.resolved_cfg_mode,
+        callback=callback,
+        disable=disable,
+    )
+
+
+def distill_2d(
+    model: Any,
+    config: GuidanceConfig,
+    run: LabRun = LabRun(),
+    *,
+    update: str = "exact",
+    lr: float = 0.1,
+    inner_steps: int = 25,
+    callback: Callback | None = None,
+    disable: bool | None = None,
+) -> Tensor:
+    """Distil the run's images from ``model`` with guidance steps of ``config``; returns x0 [batch, *shape].
 
     Args:
         model: any denoiser of :mod:`threestudio_sdi.denoiser`.
-        method: one of ``ddim``, ``ddim-cache``, ``sds``, ``sdi``, ``ism``.
-        steps: number of timesteps (= model evaluations of DDIM and of the first 2 methods).
-        seed: seeds x_T and every random draw.
-        cond: the condition (class index, LongTensor[batch], text embedding); None = unconditional.
-        guidance_scale, inversion_guidance_scale: γ_fwd and γ_inv.
-        preset: ``paper`` or ``official`` (CFG combination, overshoot, eta placement, grid).
+        config: the guidance step's settings (preset, noise strategy, γ_fwd, γ_inv, n, η, δ).
+        run: steps, seed, batch, condition and shape (:class:`LabRun`).
         update: ``exact`` (x0 ← ẑ0) or ``adam`` (``inner_steps`` Adam steps of learning rate ``lr``).
-        shape: image shape; defaults to ``model.shape``.
-        uncond: the unconditional condition (None = the model's default).
-        inversion_eta: η; None keeps the preset default of :class:`GuidanceConfig` (0.3).
-        callback: receives ``{"i", "t", "x0", "output"}`` after every guidance step.
+        callback: receives ``{"i", "t", "z0", "x0", "output"}`` after every guidance step (``z0`` the
+            image the step started from, ``x0`` the updated one).
+        disable: hide the progress bar.
     """
-    check_choice("method", method, METHODS)
     check_choice("update", update, UPDATES)
-    steps = check_int("steps", steps, low=2)
-    batch = check_int("batch", batch, low=1)
-    shape = tuple(shape if shape is not None else getattr(model, "shape", ()))
-    if not shape:
-        raise ValueError(f"shape is required: model {type(model).__name__} has no shape attribute")
-    schedule = NoiseSchedule.of_model(model)
-    timesteps = lab_timesteps(steps, schedule.num_train_timesteps)
-    config = GuidanceConfig(
-        preset=preset,
-        noise=NOISE_OF_METHOD.get(method, "cached"),
-        guidance_scale=guidance_scale,
-        inversion_guidance_scale=inversion_guidance_scale,
-        inversion_n_steps=inversion_n_steps,
-        overshoot=overshoot,
-        **({} if inversion_eta is None else {"inversion_eta": inversion_eta}),
-    )
-    conditioning = Conditioning(cond=cond, uncond=uncond)
-    generator = torch.Generator().manual_seed(seed)
-    dtype = getattr(model, "dtype", torch.float32)
-    dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    device = getattr(model, "device", torch.device("cpu"))
-    x_T = torch.randn((batch, *shape), generator=generator, dtype=dtype).to(device)
-    cfg_mode = config.resolved_cfg_mode
-    if method == "ddim":
-        return sample_ddim(
-            model, x_T, timesteps, conditioning, guidance_scale, cfg_mode, callback=callback, disable=disable
-        )
-
+    if update == "adam":
+        check_range("lr", lr, 0.0, low_open=True)
+        inner_steps = check_int("inner_steps", inner_steps, low=1)
+    schedule, timesteps, generator, x_T = run.start(model)
+    conditioning = run.conditioning
+    cached = config.strategy.takes_cached_noise
     with torch.no_grad():
-        kappa = guided_epsilon(model, x_T, timesteps[0], conditioning, guidance_scale, cfg_mode, schedule)
+        kappa = guided_epsilon(
+            model, x_T, timesteps[0], conditioning, config.guidance_scale, config.resolved_cfg_mode, schedule
+        )
         x0 = predict_x0(x_T, kappa, schedule.alpha_bar(timesteps[0]))
-    for i, t in enumerate(tqdm(timesteps[1:], disable=disable, desc=method, leave=False), start=1):
-        if update == "exact":
-            output = guidance_step(
-                model,
-                x0,
-                t,
-                conditioning,
-                config,
-                noise=kappa if method == "ddim-cache" else None,
-                generator=generator,
-                schedule=schedule,
-            )
-            x0 = output.target
-        else:
-            x0, output = _adam_update(
-                model, x0, t, conditioning, config, kappa, method, generator, schedule, lr, inner_steps
-            )
+    for i, t in enumerate(tqdm(timesteps[1:], disable=disable, desc=config.strategy.name, leave=False), 1):
+        parameter = x0.detach().clone().requires_grad_(update == "adam")
+        output = guidance_step(
+            model,
+            parameter,
+            t,
+            conditioning,
+            config,
+            noise=kappa if cached else None,
+            generator=generator,
+            schedule=schedule,
+        )
+        start, x0 = x0, output.target if update == "exact" else _adam(parameter, output, lr, inner_steps)
         kappa = output.noise_pred
         if callback is not None:
-            callback({"i": i, "t": t, "x0": x0, "output": output})
+            callback({"i": i, "t": t, "z0": start, "x0": x0, "output": output})
     return x0
 
 
-def _adam_update(
-    model: Any,
-    x0: Tensor,
-    t: int,
-    conditioning: Conditioning,
-    config: GuidanceConfig,
-    kappa: Tensor,
-    method: str,
-    generator: torch.Generator,
-    schedule: NoiseSchedule,
-    lr: float,
-    inner_steps: int,
-) -> tuple[Tensor, Any]:
-    """One guidance call, then ``inner_steps`` Adam steps on ½ mean((x0 − stopgrad(ẑ0))²)."""
-    check_range("lr", lr, 0.0, low_open=True)
-    inner_steps = check_int("inner_steps", inner_steps, low=1)
-    parameter = x0.detach().clone().requires_grad_(True)
+def _adam(parameter: Tensor, output: GuidanceOutput, lr: float, inner_steps: int) -> Tensor:
+    """``inner_steps`` Adam steps on ½ mean((x0 − stopgrad(ẑ0))²) from ``parameter``; the result, detached."""
     optimizer = torch.optim.Adam([parameter], lr=lr)
-    output = guidance_step(
-        model,
-        parameter,
-        t,
-        conditioning,
-        config,
-        noise=kappa if method == "ddim-cache" else None,
-        generator=generator,
-        schedule=schedule,
-    )
     for _ in range(inner_steps):
         optimizer.zero_grad()
         loss = 0.5 * (parameter - output.target).pow(2).mean()
         loss.backward()
         optimizer.step()
-    return parameter.detach(), output
+    return parameter.detach()

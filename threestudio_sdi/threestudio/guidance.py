@@ -31,30 +31,36 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from threestudio.utils.base import BaseObject
+from threestudio.utils.config import parse_structured
 from threestudio.utils.misc import C
 from torch import Tensor
 
 from ..cfg import Conditioning
 from ..errors import check_choice
+from ..fixed_point import FixedPointConfig
 from ..presets import get_preset
-from ..score_distillation import NOISE_STRATEGIES, GuidanceConfig, guidance_step
+from ..score_distillation import GuidanceConfig, guidance_step
+from ..strategies import InversionConfig, make_strategy, strategy_class, strategy_names
 from ..timesteps import annealed_timestep, check_step_range, clamp_timestep, random_timestep
 from .registry import register
 
 GUIDANCE_NAME = "sdi-guidance"
 LOSS_REDUCTIONS = ("mean", "sum")
-THREED_NOISE_STRATEGIES = tuple(name for name in NOISE_STRATEGIES if name != "cached")
-"""``cached`` (the DDIM κ-cache) needs the same image at consecutive steps: meaningless in 3D."""
 
 
 def resolve_noise(enable_sdi: bool, noise: str | None) -> str:
     """The core noise strategy of the switches ``enable_sdi`` and ``noise`` (the override)."""
     if noise is None:
         return "inversion" if enable_sdi else "random"
-    check_choice("noise", noise, THREED_NOISE_STRATEGIES)
+    check_choice("noise", noise, threed_noise_strategies())
     if not enable_sdi and noise != "random":
         raise ValueError(f"enable_sdi=false means noise='random' (SDS noise), but noise={noise!r} was set")
     return noise
+
+
+def threed_noise_strategies() -> tuple[str, ...]:
+    """The registered strategies usable in 3D: all but those that need the caller's cached κ (2D only)."""
+    return tuple(name for name in strategy_names() if not strategy_class(name).takes_cached_noise)
 
 
 def conditioning_from_prompt_utils(
@@ -105,43 +111,45 @@ def conditioning_from_prompt_utils(
     return Conditioning(cond=embeddings[:batch], uncond=embeddings[batch:])
 
 
-FIRST_CLASS_KEYS = (
-    "preset",
-    "noise",
-    "guidance_scale",
-    "inversion_guidance_scale",
-    "inversion_n_steps",
-    "inversion_eta",
-    "overshoot",
-    "cfg_mode",
-)
-"""GuidanceConfig fields that are keys of ``sdi-guidance`` itself (not allowed in ``core_options``)."""
+OPTION_BLOCKS: dict[str, type] = {"inversion": InversionConfig, "fixed_point": FixedPointConfig}
+"""Typed config blocks of ``sdi-guidance`` (``system.guidance.<block>.<key>``): research options owned by
+the noise strategies; :func:`threestudio_sdi.strategies.make_strategy` hands each strategy the ones it takes."""
+
+
+def option_block(name: str, value: Any) -> Any:
+    """The block ``name`` as its dataclass, from an instance, a dict or an OmegaConf node.
+
+    ValueError naming ``system.guidance.<name>.<key>`` for an unknown key (threestudio passes nested
+    blocks to the Config unchecked) or a bad value.
+    """
+    cls = OPTION_BLOCKS[name]
+    if isinstance(value, cls):
+        return value
+    options = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else dict(value or {})
+    known = [item.name for item in dataclasses.fields(cls)]
+    for key in options:
+        if key not in known:
+            raise ValueError(
+                f"system.guidance.{name}.{key} is not an option of {cls.__name__}; known: {', '.join(known)}"
+            )
+    return cls(**options)
 
 
 def core_guidance_config(cfg: Any) -> GuidanceConfig:
     """The core :class:`GuidanceConfig` of an ``sdi-guidance`` config (ValueError naming a bad key)."""
-    options = dict(
-        OmegaConf.to_container(cfg.core_options, resolve=True)
-        if OmegaConf.is_config(cfg.core_options)
-        else cfg.core_options or {}
+    strategy = make_strategy(
+        resolve_noise(cfg.enable_sdi, cfg.noise),
+        **{name: option_block(name, cfg[name]) for name in OPTION_BLOCKS},
     )
-    known = {item.name for item in dataclasses.fields(GuidanceConfig)}
-    for key in options:
-        if key in FIRST_CLASS_KEYS:
-            raise ValueError(f"core_options.{key}: set {key} directly (system.guidance.{key})")
-        if key not in known:
-            extra = sorted(known - set(FIRST_CLASS_KEYS))
-            raise ValueError(f"core_options.{key} is not a GuidanceConfig field; known: {', '.join(extra)}")
     return GuidanceConfig(
         preset=cfg.preset,
-        noise=resolve_noise(cfg.enable_sdi, cfg.noise),
+        noise=strategy,
         guidance_scale=cfg.guidance_scale,
         inversion_guidance_scale=cfg.inversion_guidance_scale,
         inversion_n_steps=cfg.inversion_n_steps,
         inversion_eta=cfg.inversion_eta,
         overshoot=cfg.overshoot,
         cfg_mode=cfg.cfg_mode,
-        **options,
     )
 
 
@@ -189,10 +197,23 @@ class SDIGuidance(BaseObject):
         global seed in force when the guidance is built (threestudio's ``seed``). Its state is saved in
         and restored from checkpoints by ``sdi-ext-system``, so a resumed run draws what an
         uninterrupted one would."""
-        core_options: dict = field(default_factory=dict)
-        """Further fields of the core's GuidanceConfig (research options such as ``skip_origin``)."""
+        inversion: InversionConfig = field(default_factory=InversionConfig)
+        """Research options of the inversion (``order``, ``skip_origin``, ``adaptive_steps``)."""
+        fixed_point: FixedPointConfig = field(default_factory=FixedPointConfig)
+        """Options of ``noise=fixed-point`` (``start``, ``method``, ``max_iterations``, ...)."""
+
+        def __post_init__(self) -> None:
+            # threestudio hands nested blocks to the dataclass as plain nodes: make them typed here, so
+            # that a misspelt key fails when the config is parsed, before any weights load.
+            for name in OPTION_BLOCKS:
+                setattr(self, name, option_block(name, getattr(self, name)))
 
     cfg: Config
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> GuidanceConfig:
+        """Parse an ``sdi-guidance`` config as threestudio does and build its core config (no weights)."""
+        return core_guidance_config(parse_structured(cls.Config, cfg))
 
     def configure(self) -> None:
         from ..models.stable_diffusion import load_stable_diffusion
@@ -358,8 +379,7 @@ class SDIGuidance(BaseObject):
                 generator=self.generator,
                 schedule=self.model.schedule,
             )
-            if step.nonfinite is not None:
-                self.nonfinite_steps += 1
+            self.nonfinite_steps += len(step.nonfinite)
             if self.cfg.loss_reduction == "mean":
                 loss = step.loss
             else:

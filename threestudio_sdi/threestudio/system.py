@@ -1,7 +1,7 @@
 """``sdi-ext-system``: a threestudio ``BaseLift3DSystem`` that trains any geometry with a guidance.
 
 Training loss (SPEC §4): every ``loss_<x>`` the guidance returns times ``C(system.loss.lambda_<x>)``,
-plus the regularisers of :mod:`threestudio_sdi.threestudio.losses`, each one active when its
+plus the regularisers of :mod:`threestudio_sdi.regularisers`, each one active when its
 ``lambda_`` key is in ``system.loss`` and its C()-value is > 0 at the step:
 
 | key | term | needs from the renderer |
@@ -12,8 +12,10 @@ plus the regularisers of :mod:`threestudio_sdi.threestudio.losses`, each one act
 | ``lambda_z_variance`` | HiFA depth variance | ``z_variance`` (skipped if absent) |
 | ``lambda_convex`` | convexity of the 8×8 normal map | ``comp_normal`` (``renderer.return_comp_normal``) |
 
-Without a ``lambda_convex`` key the preset of ``system.guidance`` chooses the convexity schedule
-(:func:`threestudio_sdi.threestudio.losses.convexity_schedule`); set ``lambda_convex: 0.`` to turn it off.
+Without a ``lambda_convex`` key, ``convexity_schedule`` names the preset whose convexity schedule
+applies (:func:`threestudio_sdi.regularisers.convexity_schedule`, scaled to the run's length; the
+configs set it to ``${system.guidance.preset}``, and null follows the guidance's preset); set
+``lambda_convex: 0.`` to turn it off.
 
 Validation saves ``it<step>-<index>.png``: render, normal, opacity, then the guidance's noisy / κ /
 target panels (``validation_guidance_panels``). Test saves the same first three for every test view
@@ -23,13 +25,13 @@ and a turntable ``it<step>-test.mp4``. Export (``--export``) is threestudio's ow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import threestudio
 import torch
 from threestudio.systems.base import BaseLift3DSystem
 
-from .losses import (
+from ..regularisers import (
     convexity_loss,
     convexity_schedule,
     opaque_loss,
@@ -62,11 +64,19 @@ class SDIExtSystem(BaseLift3DSystem):
         """Side of the downsampled normal map of the convexity loss."""
         validation_guidance_panels: bool = True
         """Add the guidance's noisy / κ / target images to each validation grid."""
+        convexity_schedule: Optional[str] = None  # noqa: UP045
+        """``paper`` or ``official``: whose convexity schedule applies without a ``lambda_convex`` key;
+        None = the preset of ``system.guidance``."""
 
     cfg: Config
 
     def configure(self) -> None:
         super().configure()
+        # Parse the guidance's config now (a misspelt key or a bad value fails at start-up, not after
+        # the weights have loaded at the start of fit).
+        check = getattr(threestudio.find(self.cfg.guidance_type), "check_config", None)
+        if check is not None:
+            check(self.cfg.guidance)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         return self.renderer(**batch)
@@ -109,8 +119,9 @@ class SDIExtSystem(BaseLift3DSystem):
         if key in self.cfg.loss:
             return float(self.C(self.cfg.loss[key]))
         if name == "convex":
-            preset = self.cfg.guidance.get("preset", "paper") if self.cfg.guidance else "paper"
-            max_steps = self.cfg.guidance.get("trainer_max_steps", 10000) if self.cfg.guidance else 10000
+            guidance_cfg = self.cfg.guidance or {}
+            preset = self.cfg.convexity_schedule or guidance_cfg.get("preset", "paper")
+            max_steps = guidance_cfg.get("trainer_max_steps", 10000)
             return float(self.C(convexity_schedule(preset, int(max_steps))))
         return 0.0
 

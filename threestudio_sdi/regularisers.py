@@ -1,7 +1,8 @@
-"""Regularisers of ``sdi-ext-system`` as pure torch functions (SPEC §4), and the convexity schedules.
+"""Regularisers of a 3D score-distillation run as pure torch functions (SPEC §4), and SDI's convexity schedule.
 
 Shapes follow threestudio's renderer outputs: images are [B, H, W, C], per-sample quantities of the
-volume renderer are [N, C]. Nothing here imports threestudio, so the functions are tested on CI.
+volume renderer are [N, C]. Nothing here imports threestudio; ``sdi-ext-system`` weights them with
+``system.loss.lambda_<name>``.
 """
 
 from __future__ import annotations
@@ -10,24 +11,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-CONVEXITY_SCHEDULES: dict[str, list[float]] = {
-    # paper App. A.2: weight 0.1 for the first 40 % of the 10 000 steps, then off
-    # (threestudio's piecewise C() list: 0.1 until step 3999, 0 from step 4000 on)
-    "paper": [0, 0.1, 0.1, 3999, 0.0, 4000],
-    # released code: linear ramp 1.0 -> 0.1 over 4000 steps, then 0.1 forever
-    "official": [0, 1.0, 0.1, 4000],
+from .errors import check_choice, check_int
+
+CONVEXITY_WEIGHTS: dict[str, tuple[float, float, float]] = {
+    # paper App. A.2: 0.1 for the first 40 % of the steps, then off
+    "paper": (0.1, 0.1, 0.0),
+    # released code: a linear ramp 1.0 -> 0.1 over the first 40 % (4000 of 10 000 steps), then 0.1 forever
+    "official": (1.0, 0.1, 0.1),
 }
-"""``system.loss.lambda_convex`` of each preset, as a threestudio ``C()`` schedule (10 000 steps)."""
+"""Convexity weight of each preset: (at step 0, at 40 % of the run, after 40 % of the run)."""
+CONVEXITY_FRACTION = 0.4
 
 
 def convexity_schedule(preset: str, max_steps: int = 10000) -> list[float]:
-    """The preset's convexity weight schedule for a run of ``max_steps`` steps (``C()`` list)."""
-    if preset == "paper":
-        end = max(int(0.4 * max_steps), 1)
-        return [0, 0.1, 0.1, end - 1, 0.0, end]
-    if preset == "official":
-        return list(CONVEXITY_SCHEDULES["official"])
-    raise ValueError(f"preset must be one of {', '.join(map(repr, CONVEXITY_SCHEDULES))}; got {preset!r}")
+    """The preset's convexity weight over a run of ``max_steps`` steps, as a threestudio ``C()`` list.
+
+    Linear from the first weight to the second over the first 40 % of the steps, then the third
+    (:data:`CONVEXITY_WEIGHTS`); 10 000 steps give the released configs' 4000-step knee.
+    """
+    start, knee_value, after = CONVEXITY_WEIGHTS[check_choice("preset", preset, tuple(CONVEXITY_WEIGHTS))]
+    knee = max(int(CONVEXITY_FRACTION * check_int("max_steps", max_steps, low=1)), 1)
+    if after == knee_value:
+        return [0, start, knee_value, knee]
+    return [0, start, knee_value, knee - 1, after, knee]
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:

@@ -1,0 +1,98 @@
+"""Noise strategies: the registry, and a new strategy written as a user would — one class, one line.
+
+``ZeroNoise`` below is the whole of a new strategy: κ = 0 at t′ = t, i.e. the model denoises the
+scaled render sqrt(ᾱ_t) z0 itself. Once registered it runs in ``guidance_step``, in the lab and in the
+threestudio plugin's noise switch, by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from threestudio_sdi.cfg import Conditioning
+from threestudio_sdi.lab import LabRun, distill_2d
+from threestudio_sdi.models.gaussian import GaussianModel
+from threestudio_sdi.prediction import predict_x0
+from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
+from threestudio_sdi.strategies import (
+    InversionConfig,
+    InversionNoise,
+    NoiseEstimate,
+    StepContext,
+    make_strategy,
+    register_strategy,
+    strategy_names,
+)
+
+
+@register_strategy("zero-noise")
+@dataclass(frozen=True)
+class ZeroNoise:
+    """κ = 0, t′ = t: no noise at all (the example strategy of ARCHITECTURE.md)."""
+
+    def __call__(self, step: StepContext) -> NoiseEstimate:
+        return NoiseEstimate(torch.zeros_like(step.z0), step.t)
+
+
+def test_the_built_in_strategies_are_registered() -> None:
+    assert {"random", "cached", "inversion", "uncond-inversion", "fixed-point"} <= set(strategy_names())
+
+
+def test_a_new_strategy_runs_by_name_with_a_known_answer(fresh_seed: int) -> None:
+    """With κ = 0 the target is the one-step denoising of sqrt(ᾱ_t) z0, one evaluation in all."""
+    model = GaussianModel(shape=(1, 4, 4))
+    z0 = model.sample(3, torch.Generator().manual_seed(fresh_seed))
+    t = 1 + fresh_seed % 998
+    out = guidance_step(model, z0, t, Conditioning(), GuidanceConfig(noise="zero-noise"))
+    alpha = model.schedule.alpha_bar(t)
+    x_t = alpha.sqrt() * z0
+    expected = predict_x0(x_t, model.predict_noise(x_t, t), alpha)
+    torch.testing.assert_close(out.target, expected, rtol=1e-12, atol=1e-12)
+    assert out.model_evaluations == 1 and out.t_prime == t and torch.equal(out.noise, torch.zeros_like(z0))
+    assert out.noise_details is None
+
+
+def test_a_new_strategy_runs_in_the_lab() -> None:
+    x0 = distill_2d(
+        GaussianModel(), GuidanceConfig(noise="zero-noise"), LabRun(steps=5, batch=2), disable=True
+    )
+    assert x0.shape == (2, 1, 8, 8) and x0.isfinite().all()
+
+
+def test_a_new_strategy_is_accepted_by_the_plugin_switch() -> None:
+    pytest.importorskip("omegaconf")
+    from threestudio_standin.activate import standin_threestudio
+
+    with standin_threestudio():
+        from threestudio_sdi.threestudio.guidance import resolve_noise, threed_noise_strategies
+
+        assert "zero-noise" in threed_noise_strategies() and "cached" not in threed_noise_strategies()
+        assert resolve_noise(True, "zero-noise") == "zero-noise"
+
+
+def test_unknown_names_list_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="noise must be one of.*'inversion'.*'zero-noise'"):
+        GuidanceConfig(noise="inverted")
+
+
+def test_a_name_belongs_to_one_class() -> None:
+    with pytest.raises(ValueError, match="already registered by ZeroNoise"):
+        register_strategy("zero-noise")(type("Impostor", (), {}))
+
+
+def test_make_strategy_passes_only_the_blocks_a_strategy_takes() -> None:
+    options = {"inversion": InversionConfig(skip_origin=True), "unrelated": object()}
+    assert make_strategy("inversion", **options) == InversionNoise(InversionConfig(skip_origin=True))
+    assert make_strategy("zero-noise", **options) == ZeroNoise()
+
+
+def test_a_strategy_instance_carries_its_options_and_is_checked_against_the_preset() -> None:
+    config = GuidanceConfig(preset="official", noise=InversionNoise(InversionConfig(skip_origin=True)))
+    assert config.strategy.name == "inversion" and config.strategy.inversion.skip_origin
+    with pytest.raises(ValueError, match="skip_origin applies to the 'official' grid only"):
+        GuidanceConfig(preset="paper", noise=InversionNoise(InversionConfig(skip_origin=True)))
+    with pytest.raises(ValueError, match="noise must be a strategy name or a registered strategy"):
+        GuidanceConfig(noise=lambda step: None)

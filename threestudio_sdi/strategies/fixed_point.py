@@ -1,0 +1,50 @@
+"""``fixed-point`` (research): κ refined toward the fixed point κ = F(κ) of SPEC §1.
+
+F(κ) = ε_θ(sqrt(ᾱ_{t′}) z0 + sqrt(1−ᾱ_{t′}) κ, t′, y) at CFG γ_fwd (or ``fixed_point.guidance_scale``),
+iterated by :func:`threestudio_sdi.fixed_point.refine_fixed_point` from the inverted κ
+(``fixed_point.start="inversion"``: the ``inversion`` strategy's inversion without its η noise) or from
+κ ~ N(0, I) (``"random"``). The entropy term η·sqrt(1−ᾱ_t)·n is added once after the refinement, in
+both presets (refinement would undo per-hop noise). It spends the inversion's evaluations + one per
+residual evaluated; the result's details are the :class:`~threestudio_sdi.fixed_point.FixedPointResult`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..cfg import Guide
+from ..fixed_point import FixedPointConfig, refine_fixed_point
+from ..noise import randn_like
+from ..presets import check_skip_origin
+from .base import NoiseEstimate, StepContext, register_strategy
+from .inversion import InversionConfig, entropy_term, invert, overshoot_timestep
+
+
+@register_strategy("fixed-point")
+@dataclass(frozen=True)
+class FixedPointNoise:
+    """Inverted (or random) κ, refined toward κ = F(κ) (module docstring)."""
+
+    fixed_point: FixedPointConfig = field(default_factory=FixedPointConfig)
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+
+    def check(self, preset_grid: str) -> None:
+        """ValueError for inversion options that the preset's grid does not have."""
+        check_skip_origin(self.inversion.skip_origin, preset_grid)
+
+    def __call__(self, step: StepContext) -> NoiseEstimate:
+        options, config = self.fixed_point, step.config
+        t_prime = overshoot_timestep(step)
+        evaluations = 0
+        if options.start == "inversion":
+            inverted = invert(step, t_prime, self.inversion, step.conditioning, 0.0)
+            start, evaluations = inverted.noise, inverted.model_evaluations
+        else:
+            start = randn_like(step.z0, step.generator)
+        scale = config.guidance_scale if options.guidance_scale is None else options.guidance_scale
+        guide = Guide(step.model, step.conditioning, scale, config.resolved_cfg_mode, step.schedule)
+        result = refine_fixed_point(guide, step.z0, t_prime, start, **options.solver_options())
+        kappa = result.noise
+        if config.inversion_eta > 0:
+            kappa = kappa + entropy_term(step)
+        return NoiseEstimate(kappa, t_prime, evaluations + result.model_evaluations, details=result)
