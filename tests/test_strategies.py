@@ -96,3 +96,22 @@ def test_a_strategy_instance_carries_its_options_and_is_checked_against_the_pres
         GuidanceConfig(preset="paper", noise=InversionNoise(InversionConfig(skip_origin=True)))
     with pytest.raises(ValueError, match="noise must be a strategy name or a registered strategy"):
         GuidanceConfig(noise=lambda step: None)
+
+
+@register_strategy("zero-target")
+@dataclass(frozen=True)
+class ZeroTarget(ZeroNoise):
+    """ZeroNoise with its own target ẑ0 = 0, said to cost 3 more evaluations (the target hook)."""
+
+    def target(self, step: StepContext, x_noisy: torch.Tensor, noise_pred: torch.Tensor) -> tuple:
+        return torch.zeros_like(x_noisy), 3
+
+
+def test_a_strategy_may_replace_the_one_step_target() -> None:
+    model = GaussianModel(shape=(1, 4, 4))
+    z0 = model.sample(2, torch.Generator().manual_seed(0)).requires_grad_(True)
+    out = guidance_step(model, z0, 500, Conditioning(), GuidanceConfig(noise="zero-target"))
+    assert torch.equal(out.target, torch.zeros_like(z0)) and out.model_evaluations == 1 + 3
+    out.loss.backward()
+    torch.testing.assert_close(out.loss, 0.5 * z0.detach().pow(2).mean())
+    torch.testing.assert_close(z0.grad, z0.detach() / z0.numel())

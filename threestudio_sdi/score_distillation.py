@@ -6,7 +6,8 @@ For a render (or latent) z0 at timestep t (SPEC §2):
    (:mod:`threestudio_sdi.strategies`: ``random`` SDS · ``cached`` DDIM · ``inversion`` SDI ·
    ``uncond-inversion`` ISM · ``fixed-point`` research), and x_{t′} = sqrt(ᾱ_{t′}) z0 + sqrt(1−ᾱ_{t′}) κ;
 2. **prediction**: ε̂ = CFG(x_{t′}, t, γ_fwd) — the model is told t (the "denoise slightly lower" trick);
-3. **target**: ẑ0 = (x_{t′} − sqrt(1−ᾱ_t) ε̂) / sqrt(ᾱ_t);
+3. **target**: ẑ0 = (x_{t′} − sqrt(1−ᾱ_t) ε̂) / sqrt(ᾱ_t) (a strategy may replace this one-step target,
+   :func:`threestudio_sdi.strategies.one_step_target`, e.g. by a multi-step ODE solve);
 4. **loss** = ½ mean((z0 − stopgrad(ẑ0))²), whose gradient is (z0 − ẑ0)/N; with δ = 0,
    z0 − ẑ0 = σ_t (ε̂ − κ): SDS with weight σ_t and its noise replaced by κ (paper eq. 10).
 
@@ -32,10 +33,10 @@ from torch import Tensor
 
 from .cfg import CFG_MODES, Conditioning, check_guidance_scale, guided_epsilon
 from .errors import check_bool, check_choice, check_finite_tensor, check_int, check_range, nonfinite_views
-from .prediction import add_noise, predict_x0
+from .prediction import add_noise
 from .presets import Preset, get_preset
 from .schedule import NoiseSchedule
-from .strategies import NoiseStrategy, StepContext, make_strategy, strategy_class
+from .strategies import NoiseStrategy, StepContext, make_strategy, one_step_target, strategy_class
 
 
 class NonFiniteGuidanceWarning(RuntimeWarning):
@@ -211,13 +212,15 @@ def guidance_step(
         x_noisy = add_noise(latents, kappa, schedule.alpha_bar(t_prime))
         scale, mode = config.guidance_scale, config.resolved_cfg_mode
         noise_pred = guided_epsilon(model, x_noisy, t, conditioning, scale, mode, schedule)
-        target = predict_x0(x_noisy, noise_pred, schedule.alpha_bar(t))
+        solve_target = getattr(config.strategy, "target", one_step_target)
+        target, target_evaluations = solve_target(step, x_noisy, noise_pred)
         target, nonfinite = zero_nonfinite_views(
             latents, t, kappa=kappa, x_noisy=x_noisy, noise_pred=noise_pred, target=target
         )
         grad_norm = (latents - target).norm()
     loss = 0.5 * F.mse_loss(z0, target, reduction="mean")
+    evaluations = estimate.model_evaluations + 1 + target_evaluations
     return GuidanceOutput(
-        loss, target, grad_norm, t, t_prime, estimate.model_evaluations + 1, kappa, noise_pred, x_noisy,
+        loss, target, grad_norm, t, t_prime, evaluations, kappa, noise_pred, x_noisy,
         noise_details=estimate.details, nonfinite=nonfinite,
     )  # fmt: skip

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..cfg import Conditioning
 from ..errors import check_choice
+from ..prediction import predict_x0
 from ..schedule import NoiseSchedule
 
 if TYPE_CHECKING:
@@ -76,12 +77,22 @@ class NoiseEstimate:
 
 
 class NoiseStrategy(Protocol):
-    """The interface of a strategy: a name and a call (module docstring)."""
+    """The interface of a strategy: a name and a call (module docstring).
+
+    A strategy may also define ``target(step, x_noisy, noise_pred) -> (ẑ0, evaluations)`` to replace
+    the one-step target :func:`one_step_target` (research: e.g. a multi-step solve of the
+    probability-flow ODE from x_{t′}); ``evaluations`` are the guided evaluations it adds.
+    """
 
     name: str
     takes_cached_noise: bool
 
     def __call__(self, step: StepContext) -> NoiseEstimate: ...
+
+
+def one_step_target(step: StepContext, x_noisy: Tensor, noise_pred: Tensor) -> tuple[Tensor, int]:
+    """ẑ0 = (x_{t′} − sqrt(1−ᾱ_t) ε̂) / sqrt(ᾱ_t), the one-step target of SPEC §2; no extra evaluation."""
+    return predict_x0(x_noisy, noise_pred, step.schedule.alpha_bar(step.t)), 0
 
 
 StrategyClass = TypeVar("StrategyClass", bound=type)
