@@ -10,6 +10,19 @@ DIFFUSERS = [
     "safetensors",
 ]
 
+BENCH = [
+    # sdi-bench: submitit (Slurm arrays), torchmetrics >= 1.7 (CLIPScore / CLIP-IQA with a CLIP model we
+    # load ourselves), Lightning for the callback injected into threestudio's Trainer (threestudio pins
+    # lightning 2.0.0, which satisfies this), YAML for methods files and threestudio's parsed.yaml.
+    "submitit>=1.5",
+    "torchmetrics>=1.7",
+    "transformers>=4.28.1",
+    "pytorch_lightning>=2.0",
+    "omegaconf",
+    "pyyaml",
+    "pillow",
+]
+
 setup(
     name="threestudio-sdi",
     version="0.1.0",
@@ -17,12 +30,18 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["threestudio_sdi", "threestudio_sdi.*"]),
-    package_data={"threestudio_sdi.cpu_harness": ["stubs/*.md", "stubs/*/*.py", "stubs/*/*/*.py"]},
+    package_data={
+        "threestudio_sdi.cpu_harness": ["stubs/*.md", "stubs/*/*.py", "stubs/*/*/*.py"],
+        "threestudio_sdi.bench": ["suites/*.txt"],
+    },
     python_requires=">=3.9",
     install_requires=["torch>=2.0", "numpy", "tqdm", "matplotlib", "scikit-learn"],
     extras_require={
         "diffusers": DIFFUSERS,
-        "test": [*DIFFUSERS, "pytest", "hypothesis", "omegaconf", "ruff"],
+        "bench": BENCH,
+        "test": [*DIFFUSERS, *BENCH, "pytest", "hypothesis", "omegaconf", "ruff"],
     },
-    entry_points={"console_scripts": ["sdi-lab=threestudio_sdi.lab.cli:main"]},
+    entry_points={
+        "console_scripts": ["sdi-lab=threestudio_sdi.lab.cli:main", "sdi-bench=threestudio_sdi.bench.cli:main"]
+    },
 )
