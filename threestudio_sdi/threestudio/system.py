@@ -9,13 +9,24 @@ plus the regularisers of :mod:`threestudio_sdi.regularisers`, each one active wh
 | ``lambda_orient`` | DreamFusion orientation | ``normal`` (geometry ``normal_type`` set), ``weights``, ``t_dirs`` |
 | ``lambda_sparsity`` | mean sqrt(opacity² + 0.01) | ``opacity`` |
 | ``lambda_opaque`` | opacity entropy | ``opacity`` |
-| ``lambda_z_variance`` | HiFA depth variance | ``z_variance`` (skipped if absent) |
+| ``lambda_z_variance`` | HiFA depth variance | ``z_variance`` (nerf-volume-renderer) |
 | ``lambda_convex`` | convexity of the 8×8 normal map | ``comp_normal`` (``renderer.return_comp_normal``) |
 
+No setting is skipped silently: an active regulariser whose renderer output is missing raises a
+ValueError naming the key, the output and the renderer (with the outputs it did return); a
+``lambda_<x>`` key that weights nothing (no such regulariser, and no ``loss_<x>`` from the guidance)
+raises unless it is 0; a ``loss_<x>`` without its ``lambda_<x>`` raises.
+
 Without a ``lambda_convex`` key, ``convexity_schedule`` names the preset whose convexity schedule
-applies (:func:`threestudio_sdi.regularisers.convexity_schedule`, scaled to the run's length; the
-configs set it to ``${system.guidance.preset}``, and null follows the guidance's preset); set
-``lambda_convex: 0.`` to turn it off.
+applies (:func:`threestudio_sdi.regularisers.convexity_schedule`; the configs set it to
+``${system.guidance.preset}``, and null follows the guidance's preset); set ``lambda_convex: 0.`` to
+turn it off. It runs on the guidance's schedule clock (``schedule_position``), so t and the
+convexity weight agree after a resume with another ``trainer.max_steps`` (:mod:`.anneal_clock`).
+
+Before the guidance loads, both model keys (``system.guidance.pretrained_model_name_or_path`` and
+``system.prompt_processor.pretrained_model_name_or_path``) must name the same source, and that source
+must resolve (:func:`threestudio_sdi.models.model_source.check_model_source`), so that a missing
+model fails with one clear message and not inside the prompt processor's subprocess.
 
 Validation saves ``it<step>-<index>.png``: render, normal, opacity, then the guidance's noisy / κ /
 target panels (``validation_guidance_panels``). Test saves the same first three for every test view
@@ -24,13 +35,18 @@ and a turntable ``it<step>-test.mp4``. Export (``--export``) is threestudio's ow
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import threestudio
 import torch
+from omegaconf import OmegaConf
 from threestudio.systems.base import BaseLift3DSystem
+from threestudio.utils.misc import C
 
+from ..models.model_source import check_model_source
 from ..regularisers import (
     convexity_loss,
     convexity_schedule,
@@ -43,7 +59,40 @@ from .registry import register
 
 SYSTEM_NAME = "sdi-ext-system"
 GUIDANCE_STATE_KEY = "sdi_guidance_state"
-"""Checkpoint key of the guidance's generator state and fault counter (exact resume)."""
+"""Checkpoint key of the guidance's generator state, fault counter and schedule clock (exact resume)."""
+
+REGULARISER_INPUTS: dict[str, tuple[str, ...]] = {
+    "orient": ("normal", "weights", "t_dirs", "opacity"),
+    "sparsity": ("opacity",),
+    "opaque": ("opacity",),
+    "z_variance": ("z_variance", "opacity"),
+    "convex": ("comp_normal",),
+}
+"""The renderer outputs each regulariser reads."""
+
+OUTPUT_HINTS = {
+    "normal": "the geometry returns normals when system.geometry.normal_type is set (e.g. analytic) and the "
+    "material asks for them (no-material: system.material.requires_normal=true)",
+    "comp_normal": "set system.renderer.return_comp_normal=true (nerf-volume-renderer)",
+    "z_variance": "use a renderer that returns it (nerf-volume-renderer)",
+}
+"""How to get a renderer output a regulariser needs."""
+
+MODEL_KEYS = ("guidance", "prompt_processor")
+MODEL_KEY = "pretrained_model_name_or_path"
+"""The blocks whose ``pretrained_model_name_or_path`` (or its default) must name the same Stable Diffusion."""
+
+
+def schedule_value(value: Any, epoch: int, step: int) -> float:
+    """threestudio's ``C()`` of a number or a schedule list (a plain list is wrapped for its ``C``)."""
+    if isinstance(value, (list, tuple)):
+        value = OmegaConf.create(list(value))
+    return float(C(value, epoch, step))
+
+
+def is_zero(value: Any) -> bool:
+    """True for the number 0 (a weight that is off); schedules and other numbers are not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
 
 
 def has_own_state(guidance: Any) -> bool:
@@ -88,14 +137,51 @@ class SDIExtSystem(BaseLift3DSystem):
     def ensure_guidance(self) -> None:
         """Build the prompt processor and the guidance once (fit, or a validation run on its own)."""
         if getattr(self, "guidance", None) is None:
+            self.check_model_sources()
             self.prompt_processor = threestudio.find(self.cfg.prompt_processor_type)(
                 self.cfg.prompt_processor
             )
             self.guidance = threestudio.find(self.cfg.guidance_type)(self.cfg.guidance)
+            run_steps = self.trainer_max_steps()
+            if run_steps is not None and hasattr(self.guidance, "run_steps"):
+                self.guidance.run_steps = run_steps
         pending = getattr(self, "_pending_guidance_state", None)
         if pending is not None and has_own_state(self.guidance):
             self.guidance.load_state_dict(pending)
             self._pending_guidance_state = None
+
+    def trainer_max_steps(self) -> Optional[int]:  # noqa: UP045
+        """The attached Lightning trainer's max_steps (None without a trainer or step limit)."""
+        trainer = getattr(self, "_trainer", None)
+        steps = getattr(trainer, "max_steps", None)
+        return int(steps) if isinstance(steps, int) and steps > 0 else None
+
+    def model_source(self, block: str) -> Optional[str]:  # noqa: UP045
+        """``system.<block>.pretrained_model_name_or_path``, or its component's default (None if it has none)."""
+        value = self.cfg[block].get(MODEL_KEY)
+        if value is None:
+            config_class = getattr(threestudio.find(self.cfg[f"{block}_type"]), "Config", None)
+            if dataclasses.is_dataclass(config_class):
+                value = {item.name: item.default for item in dataclasses.fields(config_class)}.get(MODEL_KEY)
+        return value if isinstance(value, str) else None
+
+    def check_model_sources(self) -> None:
+        """Both model keys name one Stable Diffusion, and it resolves (ModelSourceError otherwise)."""
+        sources = {f"system.{block}.{MODEL_KEY}": self.model_source(block) for block in MODEL_KEYS}
+        sources = {key: value for key, value in sources.items() if value is not None}
+        if len(set(sources.values())) > 1:
+            listed = ", ".join(f"{key}={value!r}" for key, value in sources.items())
+            raise ValueError(
+                f"the guidance and the prompt processor must use the same Stable Diffusion, got {listed}; "
+                "set system.guidance.pretrained_model_name_or_path only (the configs make "
+                "system.prompt_processor.pretrained_model_name_or_path follow it)"
+            )
+        if sources:
+            check_model_source(
+                next(iter(sources.values())),
+                " and ".join(sources),
+                local_files_only=bool(self.cfg.guidance.get("local_files_only", False)),
+            )
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -113,17 +199,51 @@ class SDIExtSystem(BaseLift3DSystem):
             self.ensure_guidance()
 
     # ---------------------------------------------------------------- losses
+    def schedule_position(self) -> tuple[int, int]:
+        """(position, length) of SDI's schedules now: the guidance's clock, or (step, trainer_max_steps)."""
+        step = self.true_global_step
+        position = getattr(getattr(self, "guidance", None), "schedule_position", None)
+        if position is not None:
+            return position(step)
+        return step, int((self.cfg.guidance or {}).get("trainer_max_steps", 10000))
+
     def loss_weight(self, name: str) -> float:
-        """C() of ``system.loss.lambda_<name>`` at this step; 0 when the key is absent."""
+        """C() of ``system.loss.lambda_<name>`` at this step; 0 when the key is absent.
+
+        ``convex`` without a key: the preset's convexity schedule at the guidance's schedule position.
+        """
         key = f"lambda_{name}"
         if key in self.cfg.loss:
             return float(self.C(self.cfg.loss[key]))
         if name == "convex":
-            guidance_cfg = self.cfg.guidance or {}
-            preset = self.cfg.convexity_schedule or guidance_cfg.get("preset", "paper")
-            max_steps = guidance_cfg.get("trainer_max_steps", 10000)
-            return float(self.C(convexity_schedule(preset, int(max_steps))))
+            preset = self.cfg.convexity_schedule or (self.cfg.guidance or {}).get("preset", "paper")
+            position, length = self.schedule_position()
+            return schedule_value(convexity_schedule(preset, length), self.true_current_epoch, position)
         return 0.0
+
+    def check_loss_keys(self, guidance_losses: list[str]) -> None:
+        """ValueError for a non-zero ``lambda_<x>`` that weights nothing (no regulariser, no ``loss_<x>``)."""
+        regularisers = [f"lambda_{name}" for name in REGULARISER_INPUTS]
+        known = {*regularisers, *(name.replace("loss_", "lambda_", 1) for name in guidance_losses)}
+        unused = [key for key, value in self.cfg.loss.items() if key not in known and not is_zero(value)]
+        if unused:
+            raise ValueError(
+                f"system.loss.{unused[0]} weights nothing in {SYSTEM_NAME}: the guidance returns "
+                f"{', '.join(guidance_losses) or 'no loss'} and the regularisers are {', '.join(regularisers)}; "
+                "remove it or set it to 0"
+            )
+
+    def require_outputs(self, name: str, weight: float, out: dict[str, Any]) -> None:
+        """ValueError naming the regulariser, the missing renderer output and how to get it."""
+        missing = [key for key in REGULARISER_INPUTS[name] if key not in out]
+        if not missing:
+            return
+        hint = OUTPUT_HINTS.get(missing[0], "use a renderer that returns it")
+        raise ValueError(
+            f"system.loss.lambda_{name} is {weight:g} at step {self.true_global_step} and needs the renderer "
+            f"output {missing[0]!r}, which {self.cfg.renderer_type} did not return (it returned: "
+            f"{', '.join(sorted(out))}): {hint}, or set system.loss.lambda_{name}=0"
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         out = self(batch)
@@ -131,42 +251,37 @@ class SDIExtSystem(BaseLift3DSystem):
         guidance_out = self.guidance(out["comp_rgb"], prompt_utils, **batch, rgb_as_latents=False)
 
         loss = 0.0
+        guidance_losses = [name for name in guidance_out if name.startswith("loss_")]
+        self.check_loss_keys(guidance_losses)
         for name, value in guidance_out.items():
             if not (isinstance(value, torch.Tensor) and value.numel() > 1):
                 self.log(f"train/{name}", value)
-            if name.startswith("loss_"):
+            if name in guidance_losses:
                 key = name.replace("loss_", "lambda_", 1)
                 if key not in self.cfg.loss:
                     raise ValueError(f"the guidance returned {name} but system.loss has no {key}")
                 loss = loss + value * self.C(self.cfg.loss[key])
 
-        regularisers = {
+        regularisers: dict[str, Callable[[], torch.Tensor]] = {
             "orient": lambda: orient_loss(out["weights"], out["normal"], out["t_dirs"], out["opacity"]),
             "sparsity": lambda: sparsity_loss(out["opacity"]),
             "opaque": lambda: opaque_loss(out["opacity"]),
             "z_variance": lambda: z_variance_loss(out["z_variance"], out["opacity"]),
             "convex": lambda: convexity_loss(out["comp_normal"], self.cfg.convexity_res),
         }
-        needs = {"orient": "normal", "convex": "comp_normal", "z_variance": "z_variance"}
         for name, term in regularisers.items():
             weight = self.loss_weight(name)
             if weight <= 0:
                 continue
-            required = needs.get(name)
-            if required is not None and required not in out:
-                if name == "z_variance":
-                    continue
-                hint = "geometry.normal_type" if name == "orient" else "renderer.return_comp_normal=true"
-                raise ValueError(
-                    f"lambda_{name} > 0 needs the renderer output {required!r}: set system.{hint}, "
-                    f"or system.loss.lambda_{name}=0"
-                )
+            self.require_outputs(name, weight, out)
             value = term()
             self.log(f"train/loss_{name}", value)
             loss = loss + value * weight
 
         for name, value in self.cfg.loss.items():
             self.log(f"train_params/{name}", self.C(value))
+        if "lambda_convex" not in self.cfg.loss:
+            self.log("train_params/lambda_convex", self.loss_weight("convex"))
         return {"loss": loss}
 
     # ---------------------------------------------------------------- images
@@ -203,6 +318,7 @@ class SDIExtSystem(BaseLift3DSystem):
                     **batch,
                     rgb_as_latents=False,
                     return_images=True,
+                    evaluation=True,
                 )
             for key in ("noisy_img", "noise_img", "target_img"):
                 panels.append({"type": "rgb", "img": images[key][0], "kwargs": {"data_format": "HWC"}})

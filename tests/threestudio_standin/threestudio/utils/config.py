@@ -12,6 +12,5 @@ def parse_structured(fields: Any, cfg: Any = None) -> Any:
 
 
 def config_to_primitive(config: Any, resolve: bool = True) -> Any:
-    if OmegaConf.is_config(config):
-        return OmegaConf.to_container(config, resolve=resolve)
-    return config
+    """Like threestudio's: only OmegaConf objects (a plain list is a ValueError, so ``C([...])`` is too)."""
+    return OmegaConf.to_container(config, resolve=resolve)
