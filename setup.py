@@ -42,6 +42,9 @@ setup(
         "test": [*DIFFUSERS, *BENCH, "pytest", "hypothesis", "omegaconf", "ruff"],
     },
     entry_points={
-        "console_scripts": ["sdi-lab=threestudio_sdi.lab.cli:main", "sdi-bench=threestudio_sdi.bench.cli:main"]
+        "console_scripts": [
+            "sdi-lab=threestudio_sdi.lab.cli:main",
+            "sdi-bench=threestudio_sdi.bench.cli:main",
+        ]
     },
 )

@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: the machine description written into every result file,
-Markdown tables, mean ± std. (The distillation itself is the lab's, :mod:`threestudio_sdi.lab`.)
+Markdown tables, mean ± std over seeds, median and interquartile range over timing rounds. (The
+distillation itself is the lab's, :mod:`threestudio_sdi.lab`.)
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import os
 import pathlib
 import platform
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +27,8 @@ Probe = Callable[[int, int, Tensor, GuidanceOutput], None]
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: CPU, threads, load, versions, and the GPU if one is present
+    (detected, never assumed)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
@@ -46,7 +49,9 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "gpu_present": torch.cuda.is_available(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda,
     }
     for name in ("diffusers", "transformers"):
         try:
@@ -90,3 +95,23 @@ def pm(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{mean:.3g}"
     return f"{mean:.3g} ± {std:.2g}"
+
+
+def median_iqr(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile) of ``values`` (quartiles interpolated inclusively, so a
+    single value gives it three times)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("median_iqr needs at least one value")
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    first, _, third = statistics.quantiles(values, n=4, method="inclusive")
+    return statistics.median(values), first, third
+
+
+def spread(values: Sequence[float] | None, digits: int = 2) -> str:
+    """'median (Q1–Q3)' of ``values``; '–' for None or none."""
+    if not values:
+        return "–"
+    median, first, third = median_iqr(values)
+    return f"{median:.{digits}f} ({first:.{digits}f}–{third:.{digits}f})"

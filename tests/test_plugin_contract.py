@@ -989,3 +989,21 @@ def test_a_poisoned_view_zeroes_only_its_own_render_gradient(ts, tiny_path):
     for view in set(range(views)) - {poisoned}:
         assert rgb.grad[view].isfinite().all() and rgb.grad[view].abs().sum() > 0
     assert out["nonfinite_steps"] == 1 and torch.isfinite(out["loss_sdi"])
+
+
+def test_accelerate_keeps_the_step_and_logs_what_the_cpu_skips(ts, tiny_path):
+    """``accelerate=true`` wraps the UNet (channels-last, SDPA; no compile here): the same step to fp32
+    rounding (1e-4, as tests/test_performance.py); CUDA graphs are skipped on the CPU with the reason;
+    a misspelt option fails at parse time."""
+    from threestudio_sdi.models.accelerated import AcceleratedUNet
+
+    rgb = torch.rand(2, IMAGE, IMAGE, 3)
+    plain = make_guidance(ts, tiny_path, preset="official")
+    fast = make_guidance(ts, tiny_path, preset="official", accelerate=True, acceleration={"compile": False})
+    assert isinstance(fast.model.unet, AcceleratedUNet) and "cuda_graphs" in fast.model.unet.skipped
+    a = plain(rgb, prompt_utils(ts, True), **cameras(2), return_images=True)
+    b = fast(rgb, prompt_utils(ts, True), **cameras(2), return_images=True)
+    difference = (a["target_latent"] - b["target_latent"]).norm() / a["target_latent"].norm()
+    assert a["model_evaluations"] == b["model_evaluations"] and float(difference) < 1e-4  # fp32 reordering
+    with pytest.raises(ValueError, match="system.guidance.acceleration.compiel is not an option"):
+        make_guidance(ts, "/nonexistent", accelerate=True, acceleration={"compiel": False})

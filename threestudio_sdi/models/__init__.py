@@ -22,6 +22,11 @@ _LAZY = {
     "StableDiffusionParts": ".stable_diffusion",
     "LatentCodec": ".stable_diffusion",
     "PromptEncoder": ".stable_diffusion",
+    "DEFAULT_MODEL_ID": ".model_source",
+    "sd21_random_stable_diffusion": ".sd21",
+    "Acceleration": ".accelerated",
+    "AcceleratedUNet": ".accelerated",
+    "accelerate": ".accelerated",
 }
 
 __all__ = ["PREDICTION_TYPES", "Denoiser", *_LAZY]

@@ -138,6 +138,27 @@ def tiny_stable_diffusion(path: str | pathlib.Path, seed: int = 0) -> pathlib.Pa
     Returns:
         ``path`` as a :class:`pathlib.Path`.
     """
+    return write_random_pipeline(path, UNET_CONFIG, VAE_CONFIG, TEXT_ENCODER_CONFIG, seed=seed)
+
+
+def write_random_pipeline(
+    path: str | pathlib.Path,
+    unet_config: dict[str, Any],
+    vae_config: dict[str, Any],
+    text_encoder_config: dict[str, Any],
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> pathlib.Path:
+    """A Stable-Diffusion pipeline of the given configs with random weights, saved to ``path``.
+
+    The text side is the tiny byte-level CLIP tokenizer (:func:`write_tiny_clip_vocab`) and a
+    ``CLIPTextModel`` of ``text_encoder_config``; the scheduler is SD 2.1-base's DDIM config. Weights are
+    drawn from ``seed`` (the global torch RNG is left untouched) and stored in ``dtype``. The tokenizer
+    is kept as ``vocab.json`` + ``merges.txt`` only (transformers 5 also writes a ``tokenizer.json``
+    that older ``tokenizers`` cannot parse), so a folder written by either major version of
+    transformers loads in the other.
+    """
     from transformers import CLIPTokenizer
 
     seed = check_int("seed", seed)
@@ -147,33 +168,42 @@ def tiny_stable_diffusion(path: str | pathlib.Path, seed: int = 0) -> pathlib.Pa
         tokenizer = CLIPTokenizer.from_pretrained(vocab_folder, model_max_length=MAX_PROMPT_TOKENS)
         if len(tokenizer) != vocab_size:
             raise RuntimeError(f"tiny CLIP tokenizer has {len(tokenizer)} tokens, expected {vocab_size}")
-        _build_and_save(tokenizer, vocab_size, seed, path)
-        # transformers 5 saves only tokenizer.json; keep the vocab.json + merges.txt of a hub snapshot
-        # as well, so that a folder written by either major version loads in the other.
+        _build_and_save(
+            tokenizer, vocab_size, (unet_config, vae_config, text_encoder_config), seed, dtype, path
+        )
         for name in ("vocab.json", "merges.txt"):
             target = path / "tokenizer" / name
             if not target.exists():
                 shutil.copyfile(pathlib.Path(vocab_folder) / name, target)
+        (path / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
     return path
 
 
-def _build_and_save(tokenizer: Any, vocab_size: int, seed: int, path: pathlib.Path) -> None:
+def _build_and_save(
+    tokenizer: Any,
+    vocab_size: int,
+    configs: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    seed: int,
+    dtype: torch.dtype,
+    path: pathlib.Path,
+) -> None:
     """Random-weight UNet, VAE and text encoder around ``tokenizer``, saved as a pipeline to ``path``."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    unet_config, vae_config, text_encoder_config = configs
     text_config = CLIPTextConfig(
         vocab_size=vocab_size,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **TEXT_ENCODER_CONFIG,
+        **text_encoder_config,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**UNET_CONFIG)
-        vae = AutoencoderKL(**VAE_CONFIG)
-        text_encoder = CLIPTextModel(text_config)
+        unet = UNet2DConditionModel(**unet_config).to(dtype)
+        vae = AutoencoderKL(**vae_config).to(dtype)
+        text_encoder = CLIPTextModel(text_config).to(dtype)
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -47,6 +47,7 @@ from torch import Tensor
 from ..cfg import Conditioning
 from ..errors import check_choice
 from ..fixed_point import FixedPointConfig
+from ..models.accelerated import Acceleration, accelerate
 from ..models.model_source import DEFAULT_MODEL_ID
 from ..presets import get_preset
 from ..score_distillation import GuidanceConfig, guidance_step
@@ -128,13 +129,17 @@ OPTION_BLOCKS: dict[str, type] = {"inversion": InversionConfig, "fixed_point": F
 the noise strategies; :func:`threestudio_sdi.strategies.make_strategy` hands each strategy the ones it takes."""
 
 
+TYPED_BLOCKS: dict[str, type] = {**OPTION_BLOCKS, "acceleration": Acceleration}
+"""Every typed config block of ``sdi-guidance``: the strategies' and the GPU path's (``acceleration``)."""
+
+
 def option_block(name: str, value: Any) -> Any:
-    """The block ``name`` as its dataclass, from an instance, a dict or an OmegaConf node.
+    """The block ``name`` of :data:`TYPED_BLOCKS` as its dataclass, from an instance, a dict or a node.
 
     ValueError naming ``system.guidance.<name>.<key>`` for an unknown key (threestudio passes nested
     blocks to the Config unchecked) or a bad value.
     """
-    cls = OPTION_BLOCKS[name]
+    cls = TYPED_BLOCKS[name]
     if isinstance(value, cls):
         return value
     options = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else dict(value or {})
@@ -235,11 +240,16 @@ class SDIGuidance(BaseObject):
         """Research options of the inversion (``order``, ``skip_origin``, ``adaptive_steps``)."""
         fixed_point: FixedPointConfig = field(default_factory=FixedPointConfig)
         """Options of ``noise=fixed-point`` (``start``, ``method``, ``max_iterations``, ...)."""
+        accelerate: bool = False
+        """The GPU path, same math (:mod:`threestudio_sdi.models.accelerated`): the UNet with the
+        ``acceleration`` options; options the device cannot run are skipped and logged."""
+        acceleration: Acceleration = field(default_factory=Acceleration)
+        """``channels_last``, ``sdpa``, ``compile`` (``compile_backend``, ``compile_mode``), ``cuda_graphs``."""
 
         def __post_init__(self) -> None:
             # threestudio hands nested blocks to the dataclass as plain nodes: make them typed here, so
             # that a misspelt key fails when the config is parsed, before any weights load.
-            for name in OPTION_BLOCKS:
+            for name in TYPED_BLOCKS:
                 setattr(self, name, option_block(name, getattr(self, name)))
 
     cfg: Config
@@ -272,6 +282,10 @@ class SDIGuidance(BaseObject):
         self.model = parts.model
         self.codec = parts.codec
         del parts
+        if cfg.accelerate:
+            unet = accelerate(self.model, option_block("acceleration", cfg.acceleration))
+            for option, reason in unet.skipped.items():
+                threestudio.info(f"sdi-guidance: acceleration.{option} skipped: {reason}")
         self.num_train_timesteps = self.model.schedule.num_train_timesteps
         vae_scale = 2 ** (len(self.codec.vae.config.block_out_channels) - 1)
         self.native_size = int(self.model.unet.config.sample_size) * vae_scale
