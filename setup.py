@@ -45,6 +45,7 @@ setup(
         "console_scripts": [
             "sdi-lab=threestudio_sdi.lab.cli:main",
             "sdi-bench=threestudio_sdi.bench.cli:main",
+            "sdi-lab3d=threestudio_sdi.lab3d.cli:main",
         ]
     },
 )

@@ -301,14 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def parse_and_run(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, run: Callable[[argparse.Namespace], Any]
+) -> tuple[argparse.Namespace, Any]:
+    """Parse ``argv``, set the torch threads (``--threads``), run; a ValueError becomes a usage error."""
     args = parser.parse_args(argv)
     torch.set_num_threads(max(args.threads, 1))
     try:
-        report = run_lab(args)
+        return args, run(args)
     except ValueError as error:
         parser.error(str(error))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, report = parse_and_run(build_parser(), argv, run_lab)
     print(format_table(report))
     print(f"\nwrote {Path(args.out) / 'metrics.json'} and PNGs in {args.out}/")
     return 0

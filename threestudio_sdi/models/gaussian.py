@@ -77,6 +77,27 @@ def check_per_sample_index(name: str, value: Tensor, batch: int, what: str = "an
     return value.detach().cpu()
 
 
+def class_components(cond: Any, batch: int, class_masks: Tensor) -> Tensor | None:
+    """Bool [B, K]: the components each of ``batch`` samples may use under ``cond`` (None: all).
+
+    ``cond`` is None, a class index, or an integer tensor of one class per sample; ``class_masks`` is
+    Bool [C, K], the components of each class. ValueError for anything else or a class outside 0..C−1.
+    """
+    if cond is None:
+        return None
+    if isinstance(cond, Tensor):
+        labels = check_per_sample_index("cond", cond, batch, "a class index").long().expand(batch)
+    elif isinstance(cond, numbers.Integral) and not isinstance(cond, bool):
+        labels = torch.full((batch,), int(cond), dtype=torch.long)
+    else:
+        raise ValueError(f"cond must be None, a class index or a LongTensor[B], got {cond!r}")
+    num_classes = class_masks.shape[0]
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise ValueError(f"cond must be a class index in 0..{num_classes - 1}, got {labels[bad][0].item()}")
+    return class_masks[labels]
+
+
 def alpha_bar_per_sample(schedule: NoiseSchedule, t: int | Tensor, batch: int) -> Tensor:
     """ᾱ_t for each of ``batch`` samples, float64 [B] on the CPU.
 

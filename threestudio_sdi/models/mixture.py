@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,8 +34,8 @@ from .gaussian import (
     check_batch,
     check_dtype,
     check_image_shape,
-    check_per_sample_index,
     check_schedule,
+    class_components,
 )
 from .protocol import ScheduledModel
 
@@ -180,20 +179,7 @@ class GaussianMixtureModel(ScheduledModel):
 
     def _component_mask(self, cond: Any, batch: int) -> Tensor | None:
         """Bool Tensor[B, K]: the components each sample may use under ``cond`` (None: all)."""
-        if cond is None:
-            return None
-        if isinstance(cond, Tensor):
-            labels = check_per_sample_index("cond", cond, batch, "a class index").long().expand(batch)
-        elif isinstance(cond, numbers.Integral) and not isinstance(cond, bool):
-            labels = torch.full((batch,), int(cond), dtype=torch.long)
-        else:
-            raise ValueError(f"cond must be None, a class index or a LongTensor[B], got {cond!r}")
-        bad = (labels < 0) | (labels >= self.num_classes)
-        if bad.any():
-            raise ValueError(
-                f"cond must be a class index in 0..{self.num_classes - 1}, got {labels[bad][0].item()}"
-            )
-        return self._class_masks[labels]
+        return class_components(cond, batch, self._class_masks)
 
     def _eigen_terms(self, x: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
         """For x [B, d] and ᾱ [B]: C_k⁻¹(x − sqrt(ᾱ) μ_k) in U_k's basis [B, K, d], and log π_k N_k [B, K].
