@@ -13,7 +13,10 @@ In a fresh working directory (threestudio's tree is never written to):
    VSD blocks of configs/sds.yaml and configs/vsd.yaml against threestudio's own Config classes;
 4. runs each scenario through launch.py's ``main()`` with the tiny offline Stable Diffusion
    (scenarios.py: smoke, resume, longer, bf16, half weights, export, validation; builtin_sdi.py: the
-   built-in SDI guidance on the same inputs; mixing.py: sdi-guidance with other systems and components).
+   built-in SDI guidance on the same inputs; mixing.py: sdi-guidance with other systems and components);
+5. checks that threestudio and the 3D lab agree on cameras and images (conventions.py), and distils the
+   lab's exact prior with threestudio's own geometry and renderer, scored against the known assets
+   (known_answer.py, through ``sdi-guidance``'s ``model_factory``: lab_prior.py).
 
 A scenario that raises is reported as ``{"error": <traceback>}``; the others still run.
 """
@@ -100,6 +103,8 @@ def main() -> int:
         raise RuntimeError("launch.load_custom_modules() did not load custom/threestudio-sdi")
 
     import builtin_sdi
+    import conventions
+    import known_answer
     import mixing
     import scenarios
     from harness import Harness
@@ -110,7 +115,13 @@ def main() -> int:
     report: dict = registry(threestudio, builtin_count, patched)
     report["builtin_configs"] = check_builtin_configs(threestudio, load_config)
     h = Harness(root, workdir, threestudio, launch, tiny_stable_diffusion(workdir / "tiny-sd"))
-    runs = {**scenarios.SCENARIOS, "builtin_sdi": builtin_sdi.compare, "mixing": mixing.matrix}
+    runs = {
+        **scenarios.SCENARIOS,
+        "builtin_sdi": builtin_sdi.compare,
+        "mixing": mixing.matrix,
+        "conventions": conventions.conventions,
+        "known_answer": known_answer.known_answer,
+    }
     only = [name for name in args.only.split(",") if name]
     unknown = sorted(set(only) - set(runs))
     if unknown:

@@ -7,6 +7,10 @@ load_stable_diffusion`, turns threestudio's prompt-processor output into a core
 render with the VAE, and hands everything to the core. All DDIM, CFG and inversion math lives in the
 core; this module only moves tensors between the two APIs.
 
+With ``model_factory`` set, the model is a pixel-space denoiser built by that factory instead
+(:mod:`.pixel_model`): no VAE (x0 = 2·rgb − 1), the ``cond`` from ``prompt_utils.prompt``, the cameras
+of the batch for a view-conditioned model (:mod:`.batch_cameras`). The rest of the step is the same code.
+
 Returned by a call (every ``loss_<x>`` is weighted by ``system.loss.lambda_<x>``, the scalars are
 logged by the system as ``train/<key>``):
 
@@ -50,10 +54,13 @@ from ..fixed_point import FixedPointConfig
 from ..models.accelerated import Acceleration, accelerate
 from ..models.model_source import DEFAULT_MODEL_ID
 from ..presets import get_preset
+from ..schedule import NoiseSchedule
 from ..score_distillation import GuidanceConfig, guidance_step
 from ..strategies import InversionConfig, make_strategy, strategy_class, strategy_names
 from ..timesteps import annealed_timestep, check_step_range, clamp_timestep, random_timestep
 from .anneal_clock import RESUME_SCHEDULES, AnnealClock, resumed_clock
+from .batch_cameras import cameras_from_batch
+from .pixel_model import FACTORY_SETTING, PixelCodec, load_pixel_model, pixel_conditioning
 from .registry import register
 
 GUIDANCE_NAME = "sdi-guidance"
@@ -176,6 +183,14 @@ def check_adapter_settings(cfg: Any) -> None:
     check_choice("resume_schedule", cfg.resume_schedule, RESUME_SCHEDULES)
     if cfg.image_size is not None and cfg.image_size < 8:
         raise ValueError(f"image_size must be >= 8 or null, got {cfg.image_size}")
+    if cfg.model_factory is not None:
+        for key, value in (("image_size", cfg.image_size), ("accelerate", cfg.accelerate)):
+            if value:
+                raise ValueError(
+                    f"system.guidance.{key}={value!r} applies to Stable Diffusion, but "
+                    f"{FACTORY_SETTING}={cfg.model_factory!r} names a pixel model (renders are resized "
+                    "to its own shape); unset it"
+                )
     if cfg.weighting_strategy is not None:
         raise ValueError(
             f"system.guidance.weighting_strategy={cfg.weighting_strategy!r} has no effect in {GUIDANCE_NAME}: "
@@ -197,6 +212,13 @@ class SDIGuidance(BaseObject):
         local_files_only: bool = False
         half_precision_weights: bool = True
         """float16 UNet/VAE on CUDA; always float32 on CPU."""
+        model_factory: Optional[str] = None  # noqa: UP045
+        """``package.module:function`` returning a pixel-space denoiser (:mod:`.pixel_model`) used instead
+        of Stable Diffusion: no VAE, ``cond`` from the prompt, cameras for a view-conditioned model. The
+        keys above then name only the Stable Diffusion of the prompt processor (sdi.yaml makes it follow
+        ``pretrained_model_name_or_path``)."""
+        model_options: dict = field(default_factory=dict)
+        """Keyword arguments of ``model_factory``."""
         image_size: Optional[int] = None  # noqa: UP045
         """Renders are resized to image_size² before the VAE; None = the model's native size (512)."""
 
@@ -262,13 +284,49 @@ class SDIGuidance(BaseObject):
         return core_guidance_config(parsed)
 
     def configure(self) -> None:
-        from ..models.stable_diffusion import load_stable_diffusion
-
         cfg = self.cfg
         check_adapter_settings(cfg)
         self.preset = get_preset(cfg.preset)
         self.guidance_config = core_guidance_config(cfg)
         self.device = torch.device(self.device)
+        if self.is_stable_diffusion:
+            self.configure_stable_diffusion()
+        else:
+            self.configure_pixel_model()
+        self.schedule = NoiseSchedule.of_model(self.model)
+        self.num_train_timesteps = self.schedule.num_train_timesteps
+        self.seed = torch.initial_seed() if cfg.seed is None else int(cfg.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        self.nonfinite_steps = 0
+        self._warned_range = False
+        self.clock = AnnealClock(int(cfg.trainer_max_steps))
+        # Steps of the run: sdi-ext-system sets the trainer's max_steps; a resume compares it with the
+        # checkpoint's (``_resumed_from``) at the next update_step.
+        self.run_steps = int(cfg.trainer_max_steps)
+        self._resumed_from: Optional[int] = None  # noqa: UP045
+        self.global_step = 0
+        self.update_step(0, 0)
+        threestudio.info(f"Loaded {'Stable Diffusion' if self.is_stable_diffusion else cfg.model_factory}!")
+
+    @property
+    def is_stable_diffusion(self) -> bool:
+        """False when ``model_factory`` names a pixel model."""
+        return self.cfg.model_factory is None
+
+    def configure_pixel_model(self) -> None:
+        """The factory's pixel model (:mod:`.pixel_model`): renders resized to its S × S, no VAE."""
+        cfg = self.cfg
+        options = OmegaConf.to_container(cfg.model_options, resolve=True)  # a node after parse_structured
+        threestudio.info(f"Building the pixel model {cfg.model_factory}({options}) ...")
+        self.model, side = load_pixel_model(cfg.model_factory, options)
+        self.codec = PixelCodec()
+        self.native_size = self.image_size = self.latent_size = side
+
+    def configure_stable_diffusion(self) -> None:
+        """The UNet and the VAE of ``pretrained_model_name_or_path``; renders resized to ``image_size``."""
+        from ..models.stable_diffusion import load_stable_diffusion
+
+        cfg = self.cfg
         half = bool(cfg.half_precision_weights) and self.device.type == "cuda"
         threestudio.info(f"Loading Stable Diffusion from {cfg.pretrained_model_name_or_path} ...")
         parts = load_stable_diffusion(
@@ -286,7 +344,6 @@ class SDIGuidance(BaseObject):
             unet = accelerate(self.model, option_block("acceleration", cfg.acceleration))
             for option, reason in unet.skipped.items():
                 threestudio.info(f"sdi-guidance: acceleration.{option} skipped: {reason}")
-        self.num_train_timesteps = self.model.schedule.num_train_timesteps
         vae_scale = 2 ** (len(self.codec.vae.config.block_out_channels) - 1)
         self.native_size = int(self.model.unet.config.sample_size) * vae_scale
         self.image_size = int(cfg.image_size or self.native_size)
@@ -295,18 +352,6 @@ class SDIGuidance(BaseObject):
                 f"image_size must be a multiple of the VAE's factor {vae_scale}, got {self.image_size}"
             )
         self.latent_size = self.image_size // vae_scale
-        self.seed = torch.initial_seed() if cfg.seed is None else int(cfg.seed)
-        self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        self.nonfinite_steps = 0
-        self._warned_range = False
-        self.clock = AnnealClock(int(cfg.trainer_max_steps))
-        # Steps of the run: sdi-ext-system sets the trainer's max_steps; a resume compares it with the
-        # checkpoint's (``_resumed_from``) at the next update_step.
-        self.run_steps = int(cfg.trainer_max_steps)
-        self._resumed_from: Optional[int] = None  # noqa: UP045
-        self.global_step = 0
-        self.update_step(0, 0)
-        threestudio.info("Loaded Stable Diffusion!")
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -393,6 +438,12 @@ class SDIGuidance(BaseObject):
         finite. Values slightly outside [0, 1] (compositing overshoot) are clamped, with one warning.
         Any floating dtype and device are accepted: the render is moved and cast, gradients included.
         """
+        if rgb_as_latents and not self.is_stable_diffusion:
+            raise ValueError(
+                f"rgb_as_latents=true hands the guidance Stable-Diffusion latents, but {FACTORY_SETTING}="
+                f"{self.cfg.model_factory!r} names a pixel model, which has no VAE: render RGB (a system "
+                "such as latentnerf-system, whose renders are latents, needs Stable Diffusion)"
+            )
         channels = 4 if rgb_as_latents else 3
         if rgb.ndim != 4 or rgb.shape[-1] != channels or rgb.shape[0] == 0:
             what = "latents [B, H, W, 4] (rgb_as_latents=true)" if rgb_as_latents else "renders [B, H, W, 3]"
@@ -448,6 +499,27 @@ class SDIGuidance(BaseObject):
             latents = F.interpolate(latents, size, mode="bilinear", align_corners=False)
         return self.codec.decode(latents)
 
+    def conditioning(
+        self,
+        prompt_utils: Any,
+        elevation: Tensor,
+        azimuth: Tensor,
+        camera_distances: Tensor,
+        batch: dict[str, Any],
+    ) -> Conditioning:
+        """The step's conditioning: text embeddings for Stable Diffusion; for a pixel model its
+        ``prompt_condition`` and, when it is view-conditioned, the batch's cameras (``c2w``, ``fovy``)."""
+        if self.is_stable_diffusion:
+            return conditioning_from_prompt_utils(
+                prompt_utils, elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
+            )
+        cameras = None
+        if getattr(self.model, "view_conditioned", False):
+            cameras = cameras_from_batch(
+                elevation, azimuth, camera_distances, batch.get("c2w"), batch.get("fovy")
+            )
+        return pixel_conditioning(self.model, prompt_utils, cameras)
+
     # ---------------------------------------------------------------- call
     def __call__(
         self,
@@ -485,9 +557,7 @@ class SDIGuidance(BaseObject):
                 )
             else:
                 latents = self.encode_images(rgb, generator)
-            conditioning = conditioning_from_prompt_utils(
-                prompt_utils, elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
-            )
+            conditioning = self.conditioning(prompt_utils, elevation, azimuth, camera_distances, kwargs)
             step = guidance_step(
                 self.model,
                 latents,
@@ -495,7 +565,7 @@ class SDIGuidance(BaseObject):
                 conditioning,
                 self.guidance_config,
                 generator=generator,
-                schedule=self.model.schedule,
+                schedule=self.schedule,
             )
             if not evaluation:
                 self.nonfinite_steps += len(step.nonfinite)

@@ -23,6 +23,7 @@ class PromptProcessorOutput:
     text_embeddings_vd: Tensor  # [4, L, D] in the order of DIRECTIONS
     uncond_text_embeddings_vd: Tensor  # [4, L, D]
     use_perp_neg: bool = False
+    prompt: str = ""  # the processed prompt, as threestudio's output carries it
 
     def direction_index(self, elevation: Tensor, azimuth: Tensor) -> Tensor:
         azimuth = (azimuth + 180) % 360 - 180
