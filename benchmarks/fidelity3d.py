@@ -14,10 +14,14 @@ seed landed on, divergence, and guided evaluations per step. Mean ± std over se
 * full: the view-consistent prior on every class and the view-inconsistent prior (the variant chosen by
   the view) on the ``ball`` class, 3 seeds, the lab's default run (400 steps × 4 views, 32² px):
   72 runs, about 2 hours on 2 shared CPU cores with ``--workers 2``;
-* ``--quick``: the view-consistent prior on the ``ball`` class, 2 seeds, 200 steps × 2 views.
+* ``--quick``: the view-consistent prior on the ``ball`` class, 2 seeds, 200 steps × 2 views;
+* research runs: ``--methods`` (any of ``ALL_METHODS``, the research candidates included), ``--classes``,
+  ``--seeds``, ``--priors`` select a sub-grid; ``--name`` the output files' stem, e.g.
+  ``--methods sdi-paper,consistent-flow --classes ball,tower --seeds 0-1 --priors consistent
+  --name fidelity3d-research``.
 
-Writes ``fidelity3d.json`` (machine, command, settings, one row per run, summaries), ``fidelity3d.md``
-(one table per prior) and ``fidelity3d_<prior>_<class>.png`` (held-out turntables of the first seed,
+Writes ``<name>.json`` (machine, command, settings, one row per run, summaries), ``<name>.md`` (one
+table per prior) and ``<name>_<prior>_<class>.png`` (held-out turntables of the first seed,
 one row per method beside the truth). ``--workers N`` runs N processes. Imports only the package.
 """
 
@@ -42,9 +46,9 @@ if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/fidelity3d.py` f
     sys.path.insert(0, str(REPO_ROOT))
 
 from threestudio_sdi.lab3d.distill import DistillSettings  # noqa: E402
-from threestudio_sdi.lab3d.experiment import Lab3D, LabSettings  # noqa: E402
+from threestudio_sdi.lab3d.experiment import Lab3D, LabSettings, seed_list  # noqa: E402
 from threestudio_sdi.lab3d.figures import run_label, save_turntables  # noqa: E402
-from threestudio_sdi.lab3d.methods import METHODS  # noqa: E402
+from threestudio_sdi.lab3d.methods import ALL_METHODS, METHODS  # noqa: E402
 from threestudio_sdi.lab3d.report import format_table, summarise  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -98,17 +102,39 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="< 5 min on 2 CPU cores -> results/quick/")
     parser.add_argument("--workers", type=int, default=1, help="processes (one torch thread each)")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, any of {', '.join(ALL_METHODS)}"
+    )
+    parser.add_argument("--classes", default=None, help="comma-separated classes (default: the plan's)")
+    parser.add_argument("--seeds", default=None, help="'0,1,2' or '0-2' (default: the plan's)")
+    parser.add_argument("--priors", default=None, help="comma-separated priors (default: the plan's)")
+    parser.add_argument("--name", default="fidelity3d", help="stem of the output files")
     args = parser.parse_args()
     out = Path(args.out) if args.out else RESULTS / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
     priors, classes, seeds = plan(args.quick)
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = [name for name in methods if name not in ALL_METHODS]
+    if unknown or not methods:
+        parser.error(f"--methods: unknown {unknown}; known: {', '.join(ALL_METHODS)}")
+    if args.priors:
+        wanted = args.priors.split(",")
+        if not set(wanted) <= set(priors):
+            parser.error(f"--priors {args.priors!r}: known priors are {', '.join(priors)}")
+        priors = {prior: priors[prior] for prior in wanted}
+    if args.classes:
+        known = LabSettings().class_names
+        if not set(args.classes.split(",")) <= set(known):
+            parser.error(f"--classes {args.classes!r}: known classes are {', '.join(known)}")
+        classes = {prior: args.classes.split(",") for prior in priors}
+    seeds = seed_list(args.seeds) if args.seeds else seeds
     jobs: list[Job] = []
     for prior, settings in priors.items():
         names = list(settings.class_names)
         jobs += [
             (prior, names.index(name), method, seed)
             for name in classes[prior]
-            for method in METHODS
+            for method in methods
             for seed in seeds
         ]
     start = time.perf_counter()
@@ -137,11 +163,7 @@ def main() -> int:
             collect(*_run(priors[job[0]], job))
     seconds = time.perf_counter() - start
     summaries = {prior: summarise(prior_rows) for prior, prior_rows in rows.items()}
-    command = (
-        "python benchmarks/fidelity3d.py"
-        + (" --quick" if args.quick else "")
-        + (f" --workers {args.workers}" if args.workers > 1 else "")
-    )
+    command = " ".join(["python benchmarks/fidelity3d.py", *sys.argv[1:]])
     report = {
         "machine": machine(),
         "command": command,
@@ -149,26 +171,26 @@ def main() -> int:
         "seeds": seeds,
         "classes": classes,
         "settings": {prior: settings.as_dict() for prior, settings in priors.items()},
-        "methods": {name: asdict(method) for name, method in METHODS.items()},
+        "methods": {name: asdict(ALL_METHODS[name]) for name in methods},
         "rows": rows,
         "summary": summaries,
     }
-    (out / "fidelity3d.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "fidelity3d.md").write_text(markdown(report))
+    (out / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / f"{args.name}.md").write_text(markdown(report))
     for prior, settings in priors.items():
         lab = Lab3D(settings)
         for name in classes[prior]:
             class_index = lab.class_index(name)
             save_turntables(
                 lab.truth_turntables(class_index),
-                dict(turntables[(prior, class_index, method)] for method in METHODS),
+                dict(turntables[(prior, class_index, method)] for method in methods),
                 lab.eval_cameras.azimuth.tolist(),
-                out / f"fidelity3d_{prior}_{name}.png",
+                out / f"{args.name}_{prior}_{name}.png",
                 title=f"{name}, {prior} prior, seed {seeds[0]}: {settings.distill.steps} steps × "
                 f"{settings.distill.views_per_step} views",
             )
     print(markdown(report))
-    print(f"wrote {out}/fidelity3d.json, .md and PNGs in {seconds:.0f} s")
+    print(f"wrote {out}/{args.name}.json, .md and PNGs in {seconds:.0f} s")
     return 0
 
 

@@ -11,7 +11,11 @@ start (typically the inversion), one guided model evaluation per iteration:
   diverge in 3D, Fig. 9);
 * ``anderson``: Anderson acceleration (type II, Walker & Ni 2011) with memory m and mixing β: with the
   last m differences ΔK of iterates and ΔR of residuals, γ = argmin ‖R_k − ΔR γ‖ (ridge-regularised) and
-  κ ← κ_k + β R_k − (ΔK + β ΔR) γ, per sample.
+  κ ← κ_k + β R_k − (ΔK + β ΔR) γ, per sample; with ``restart_factor`` (safeguarded Anderson) the
+  history is dropped, and the iteration restarts from the best iterate, when the residual grows;
+* :func:`newton_krylov`: Newton's method on R with the Jacobian never formed: each step solves
+  (J_F − I) Δ = −R in a small Krylov space by GMRES, one Jacobian-vector product (``torch.func.jvp``
+  through the guided model) per dimension, and a backtracking line search keeps ‖R‖ from growing.
 
 Stopping: the relative residual ‖R(κ)‖ / ‖κ‖ of every sample below ``tolerance``; divergence: a
 sample's residual ‖R(κ)‖ non-finite or above ``divergence_factor`` times its starting one. Each
@@ -172,6 +176,7 @@ def refine_fixed_point(
     tolerance: float = 1e-3,
     max_iterations: int = 20,
     divergence_factor: float = 10.0,
+    restart_factor: float | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> FixedPointResult:
     """Iterate κ toward κ = F(κ) (module docstring) from ``start``, at most ``max_iterations`` updates.
@@ -185,6 +190,9 @@ def refine_fixed_point(
         tolerance: stop when every sample's ‖R(κ)‖/‖κ‖ is below it.
         max_iterations: updates of κ at most; the model is evaluated at most max_iterations + 1 times.
         divergence_factor: stop as diverged when a sample's ‖R‖ exceeds this multiple of its first one.
+        restart_factor: the safeguard (None = off): when a sample's ‖R‖ grows above this multiple of the
+            previous iterate's, Anderson forgets its history and restarts from the best iterate κ_b with
+            a damped step κ_b + β R(κ_b) (no extra evaluation).
         callback: receives ``{"iteration", "noise", "residual"}`` after each evaluated iterate.
 
     The arithmetic of the updates runs in float64 (the Anderson solve is ill-conditioned in float32);
@@ -194,6 +202,8 @@ def refine_fixed_point(
         method, mixing, memory, tolerance, max_iterations
     )
     divergence_factor = check_range("divergence_factor", divergence_factor, 1.0, low_open=True)
+    if restart_factor is not None:
+        restart_factor = check_range("restart_factor", restart_factor, 1.0)
     if tuple(start.shape) != tuple(z0.shape):
         raise ValueError(f"start has shape {tuple(start.shape)} but z0 has shape {tuple(z0.shape)}")
     z0 = z0.detach()
@@ -202,6 +212,8 @@ def refine_fixed_point(
     history_k: list[Tensor] = []
     history_r: list[Tensor] = []
     best = kappa
+    best_residual = torch.zeros_like(kappa)
+    previous_norm: Tensor | None = None
     best_norm = torch.full((batch,), math.inf, dtype=torch.float64, device=kappa.device)
     best_relative = best_norm.clone()
     first_norm: Tensor | None = None
@@ -221,6 +233,7 @@ def refine_fixed_point(
             callback({"iteration": iterations, "noise": kappa.reshape(z0.shape), "residual": value})
         improved = norm < best_norm
         best = torch.where(improved[:, None], kappa, best)
+        best_residual = torch.where(improved[:, None], residual, best_residual)
         best_norm = torch.where(improved, norm, best_norm)
         best_relative = torch.where(improved, per_sample, best_relative)
         first_norm = norm if first_norm is None else first_norm
@@ -233,8 +246,14 @@ def refine_fixed_point(
             break
         if iterations >= max_iterations:
             break
+        grew = previous_norm is not None and restart_factor is not None
+        grew = grew and bool((norm > restart_factor * previous_norm).any())
+        previous_norm = norm
         if method == "damped":
             kappa = kappa + mixing * residual
+        elif grew:
+            history_k, history_r = [], []
+            kappa = best + mixing * best_residual
         else:
             history_k = [*history_k, kappa][-(memory + 1) :]
             history_r = [*history_r, residual][-(memory + 1) :]
@@ -344,3 +363,115 @@ def _dense_jacobian(guide: Guide, z0: Tensor, kappa: Tensor, t: int) -> Tensor:
             (gradient,) = torch.autograd.grad(mapped[:, i].sum(), variable, retain_graph=i + 1 < dim)
             rows.append(gradient)
     return torch.stack(rows, dim=1).double()
+
+
+def map_and_jvp(guide: Guide, z0: Tensor, kappa: Tensor, t: int, tangent: Tensor) -> tuple[Tensor, Tensor]:
+    """(F(κ), J_F(κ) v) in one forward-mode pass (``torch.func.jvp`` through the guided model).
+
+    A JVP costs about two to three forward passes of a network; :func:`newton_krylov` counts it as
+    :data:`JVP_EVALUATIONS` guided evaluations.
+    """
+    z0 = z0.detach()
+    return torch.func.jvp(lambda k: fixed_point_map(guide, z0, k, t), (kappa,), (tangent,))
+
+
+JVP_EVALUATIONS = 2
+"""Guided evaluations charged for one Jacobian-vector product (primal + tangent)."""
+
+
+def _gmres_direction(apply: Callable[[Tensor], Tensor], rhs: Tensor, krylov_dim: int) -> Tensor:
+    """Δ ∈ K_m(A, b) minimising ‖b − A Δ‖ per sample (GMRES, one restart cycle), [B, d] float64.
+
+    ``apply`` maps a batch of directions [B, d] to A v [B, d] (one batched JVP per Krylov vector).
+    Arnoldi with modified Gram–Schmidt; the small least-squares problem min ‖β e1 − H y‖ by ``lstsq``.
+    """
+    batch = rhs.shape[0]
+    beta = rhs.norm(dim=1)
+    safe = lambda n: torch.where(n > 0, n, torch.ones_like(n))  # noqa: E731
+    basis = [rhs / safe(beta)[:, None]]
+    hessenberg = torch.zeros(batch, krylov_dim + 1, krylov_dim, dtype=rhs.dtype, device=rhs.device)
+    for j in range(krylov_dim):
+        w = apply(basis[j])
+        for i, v in enumerate(basis):
+            hessenberg[:, i, j] = (w * v).sum(1)
+            w = w - hessenberg[:, i, j, None] * v
+        hessenberg[:, j + 1, j] = w.norm(dim=1)
+        basis.append(w / safe(hessenberg[:, j + 1, j])[:, None])
+    e1 = torch.zeros(batch, krylov_dim + 1, 1, dtype=rhs.dtype, device=rhs.device)
+    e1[:, 0, 0] = beta
+    coefficients = torch.linalg.lstsq(hessenberg, e1).solution[..., 0]  # [B, m]
+    return torch.einsum("bm,mbd->bd", coefficients, torch.stack(basis[:krylov_dim]))
+
+
+@torch.no_grad()
+def newton_krylov(
+    guide: Guide,
+    z0: Tensor,
+    t: int,
+    start: Tensor,
+    *,
+    newton_steps: int = 1,
+    krylov_dim: int = 2,
+    max_backtracks: int = 1,
+    tolerance: float = 1e-3,
+) -> FixedPointResult:
+    """Newton–Krylov on R(κ) = F(κ) − κ from ``start``, safeguarded by a backtracking line search.
+
+    Each Newton step solves (J_F − I) Δ = −R per sample approximately in the Krylov space
+    K_m(J_F − I, R) (GMRES, m = ``krylov_dim`` JVPs through the guided model, :func:`map_and_jvp`),
+    then tries κ + λΔ for λ = 1, ½, … (``max_backtracks`` halvings): a sample keeps the first trial that
+    lowers its ‖R‖, and keeps κ when none does (the safeguard: ‖R‖ never grows). Stops when every
+    sample's ‖R‖/‖κ‖ is below ``tolerance``. Evaluations: 1 for R(κ_0), then per Newton step
+    m·:data:`JVP_EVALUATIONS` + one per trial. On the Gaussian (F affine, J_F diagonal) one step with m
+    at least the number of distinct eigenvalues of J_F is exact.
+    """
+    newton_steps = check_int("newton_steps", newton_steps, low=0)
+    krylov_dim = check_int("krylov_dim", krylov_dim, low=1)
+    max_backtracks = check_int("max_backtracks", max_backtracks, low=0)
+    tolerance = check_range("tolerance", tolerance, 0.0, low_open=True)
+    z0 = z0.detach()
+    batch, shape = z0.shape[0], z0.shape
+    kappa = start.detach().to(torch.float64).reshape(batch, -1)
+
+    def residual_of(k: Tensor) -> Tensor:
+        mapped = fixed_point_map(guide, z0, k.reshape(shape).to(z0.dtype), t)
+        return mapped.to(torch.float64).reshape(batch, -1) - k
+
+    def apply(v: Tensor) -> Tensor:  # (J_F − I) v
+        current, tangent = kappa.reshape(shape).to(z0.dtype), v.reshape(shape).to(z0.dtype)
+        _, jv = map_and_jvp(guide, z0, current, t, tangent)
+        return jv.to(torch.float64).reshape(batch, -1) - v
+
+    residual = residual_of(kappa)
+    evaluations, iterations = 1, 0
+    relative = relative_residuals(residual, kappa).nan_to_num(math.inf)
+    residuals = [float(relative.max())]
+    while iterations < newton_steps and residuals[-1] >= tolerance:
+        direction = _gmres_direction(apply, -residual, krylov_dim)
+        evaluations += krylov_dim * JVP_EVALUATIONS
+        norm = residual.norm(dim=1).nan_to_num(math.inf)
+        pending = torch.ones(batch, dtype=torch.bool, device=kappa.device)
+        scale = 1.0
+        for _ in range(max_backtracks + 1):
+            candidate = kappa + scale * direction
+            candidate_residual = residual_of(candidate)
+            evaluations += 1
+            accepted = pending & (candidate_residual.norm(dim=1).nan_to_num(math.inf) < norm)
+            kappa = torch.where(accepted[:, None], candidate, kappa)
+            residual = torch.where(accepted[:, None], candidate_residual, residual)
+            pending = pending & ~accepted
+            if not pending.any():
+                break
+            scale /= 2
+        iterations += 1
+        relative = relative_residuals(residual, kappa).nan_to_num(math.inf)
+        residuals.append(float(relative.max()))
+    return FixedPointResult(
+        noise=kappa.reshape(shape).to(start.dtype),
+        iterations=iterations,
+        model_evaluations=evaluations,
+        residuals=residuals,
+        converged=residuals[-1] < tolerance,
+        diverged=not math.isfinite(residuals[-1]),
+        sample_residuals=relative,
+    )

@@ -26,7 +26,7 @@ from .cameras import CameraRanges
 from .distill import DistillSettings
 from .experiment import PRIORS, Lab3D, LabSettings, run_grid, seed_list
 from .figures import run_label, save_turntables
-from .methods import METHODS
+from .methods import ALL_METHODS, METHODS, RESEARCH_METHODS
 from .renderer import RenderSettings
 from .report import format_table, summarise
 
@@ -50,8 +50,8 @@ def parse_methods(spec: str) -> list[str]:
     """``"sds,sdi-paper"`` → method names; ValueError naming an unknown one."""
     methods = [m.strip() for m in spec.split(",") if m.strip()]
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"--methods entry {method!r}: method must be one of {', '.join(METHODS)}")
+        if method not in ALL_METHODS:
+            raise ValueError(f"--methods entry {method!r}: method must be one of {', '.join(ALL_METHODS)}")
     if not methods:
         raise ValueError("--methods is empty")
     return methods
@@ -82,7 +82,7 @@ def run_lab3d(args: argparse.Namespace) -> dict[str, Any]:
     summaries = summarise(rows)
     report = {
         "settings": lab.settings.as_dict(),
-        "methods": {name: asdict(METHODS[name]) for name in methods},
+        "methods": {name: asdict(ALL_METHODS[name]) for name in methods},
         "seconds": round(time.perf_counter() - start, 1),
         "rows": rows,
         "summary": summaries,
@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sdi-lab3d", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--prior", choices=PRIORS, default=defaults.prior)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated (default: {', '.join(METHODS)}; research: {', '.join(RESEARCH_METHODS)})",
+    )
     parser.add_argument("--class", dest="class_name", choices=(*CLASS_NAMES, "all"), default=CLASS_NAMES[0])
     parser.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0-3")
     parser.add_argument("--steps", type=int, default=defaults.distill.steps)

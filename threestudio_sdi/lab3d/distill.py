@@ -5,6 +5,8 @@ renders the asset ψ from them, z0 = g(ψ, θ) [B, 3, H, W] in [−1, 1], picks 
 (:mod:`threestudio_sdi.lab3d.methods`), takes one :func:`~threestudio_sdi.score_distillation.guidance_step`
 of the exact prior conditioned on the class and the cameras, and one Adam step on its loss
 ½ mean((z0 − stopgrad(ẑ0))²) — the gradient σ_t(ε̂ − κ)/N flows into ψ through the renderer.
+A method may bind its config to the run (:meth:`~threestudio_sdi.lab3d.methods.Method.run_config`:
+e.g. ``consistent-noise`` renders a noise field through the run's current asset).
 
 **Parameterisation** (:class:`AssetParameters`): σ = exp(ρ) and c = sigmoid(χ) per voxel, on the grid of
 the ground truth, so every true asset is representable (up to σ ≈ 0 in empty space). The initial density
@@ -37,6 +39,7 @@ from .cameras import CameraRanges, sample_cameras
 from .methods import Method
 from .prior import ExactViewPrior
 from .renderer import BOX_HALF_SIZE, VoxelGrid, render
+from .run_context import RunContext
 
 INIT_NOISE_STD = 0.1
 BLOB_SCALE, BLOB_STD = 10.0, 0.5
@@ -134,6 +137,9 @@ def distill_3d(
     guidance_generator = torch.Generator().manual_seed(seed + GUIDANCE_STREAM_OFFSET)
     asset = AssetParameters(prior.assets.grid.resolution, generator)
     optimizer = torch.optim.Adam(asset.parameters(), lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
+    config = method.run_config(
+        RunContext(seed, lambda: asset.log_density.detach().exp(), prior.render_settings)
+    )
     num_train = prior.schedule.num_train_timesteps
     evaluations = nonfinite = 0
     timesteps: list[int] = []
@@ -148,7 +154,7 @@ def distill_3d(
             z0,
             t,
             Conditioning(cond=cond, cameras=cameras),
-            method.config,
+            config,
             generator=guidance_generator,
             schedule=prior.schedule,
         )

@@ -86,6 +86,10 @@ class NoiseStrategy(Protocol):
 
     name: str
     takes_cached_noise: bool
+    """True when κ is the caller's (``cached``, 2D only)."""
+    by_name_in_3d: bool
+    """False when the strategy built by name has no 3D meaning: ``cached`` (the caller's κ) and
+    ``consistent-noise`` (its field on the asset must be injected; by name it is one image for all views)."""
 
     def __call__(self, step: StepContext) -> NoiseEstimate: ...
 
@@ -102,8 +106,9 @@ _REGISTRY: dict[str, type] = {}
 def register_strategy(name: str) -> Callable[[StrategyClass], StrategyClass]:
     """Class decorator: make the strategy available as ``GuidanceConfig(noise=name)``.
 
-    Sets ``cls.name``; a class without ``takes_cached_noise`` gets False. A name may be registered
-    once (ValueError naming the class that has it).
+    Sets ``cls.name``; a class without ``takes_cached_noise`` gets False, one without
+    ``by_name_in_3d`` gets ``not takes_cached_noise``. A name may be registered once (ValueError naming
+    the class that has it).
     """
 
     def decorator(cls: StrategyClass) -> StrategyClass:
@@ -113,6 +118,8 @@ def register_strategy(name: str) -> Callable[[StrategyClass], StrategyClass]:
         cls.name = name
         if not hasattr(cls, "takes_cached_noise"):
             cls.takes_cached_noise = False
+        if not hasattr(cls, "by_name_in_3d"):
+            cls.by_name_in_3d = not cls.takes_cached_noise
         _REGISTRY[name] = cls
         return cls
 

@@ -79,8 +79,9 @@ def resolve_noise(enable_sdi: bool, noise: str | None) -> str:
 
 
 def threed_noise_strategies() -> tuple[str, ...]:
-    """The registered strategies usable in 3D: all but those that need the caller's cached κ (2D only)."""
-    return tuple(name for name in strategy_names() if not strategy_class(name).takes_cached_noise)
+    """The registered strategies usable by name in 3D (``by_name_in_3d``): all but ``cached`` (2D only) and
+    ``consistent-noise`` (it needs a noise field on the asset, which only the 3D lab injects)."""
+    return tuple(name for name in strategy_names() if strategy_class(name).by_name_in_3d)
 
 
 def conditioning_from_prompt_utils(
@@ -227,7 +228,8 @@ class SDIGuidance(BaseObject):
         enable_sdi: bool = True
         """false: κ ~ N(0, I) afresh each step (SDS noise with SDI's weighting): the ablation."""
         noise: Optional[str] = None  # noqa: UP045
-        """Override: ``inversion`` (SDI), ``uncond-inversion`` (ISM-style), ``random``, ``fixed-point`` (research)."""
+        """Override: ``inversion`` (SDI), ``uncond-inversion`` (ISM-style), ``random``; research:
+        ``fixed-point``, ``newton-krylov``, ``safeguarded-anderson``, ``ode-target``."""
         guidance_scale: float = 7.5
         inversion_guidance_scale: float = -7.5
         inversion_n_steps: int = 10
