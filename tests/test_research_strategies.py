@@ -163,6 +163,12 @@ def test_a_restart_factor_that_never_fires_changes_nothing(fresh_seed: int) -> N
     assert torch.equal(plain.noise, never.noise) and plain.residuals == never.residuals
 
 
+def test_a_restart_factor_needs_anderson() -> None:
+    guide, z0, start = _digits_problem(0)
+    with pytest.raises(ValueError, match="restart_factor.*'damped'"):
+        refine_fixed_point(guide, z0, 800, start, method="damped", mixing=1.0, restart_factor=2.0)
+
+
 def test_a_growing_residual_restarts_from_the_best_iterate() -> None:
     """Every iterate after a growth (‖R‖ above the previous one) is κ_best + β R(κ_best)."""
     guide, z0, start = _digits_problem(0)

@@ -204,6 +204,8 @@ def refine_fixed_point(
     divergence_factor = check_range("divergence_factor", divergence_factor, 1.0, low_open=True)
     if restart_factor is not None:
         restart_factor = check_range("restart_factor", restart_factor, 1.0)
+        if method != "anderson":
+            raise ValueError(f"restart_factor restarts Anderson's history; method={method!r} has none")
     if tuple(start.shape) != tuple(z0.shape):
         raise ValueError(f"start has shape {tuple(start.shape)} but z0 has shape {tuple(z0.shape)}")
     z0 = z0.detach()
