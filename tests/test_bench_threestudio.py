@@ -19,6 +19,7 @@ import sys
 
 import pytest
 import yaml
+from threestudio_cpu.harness import CPU, CPU_RESET
 
 ROOT = os.environ.get("THREESTUDIO_ROOT")
 pytestmark = pytest.mark.skipif(
@@ -27,45 +28,19 @@ pytestmark = pytest.mark.skipif(
 )
 STEPS = 2
 TEST_VIEWS = 4
-CPU_RESET = {
-    "system": {"background": None, "geometry": {"pos_encoding_config": None, "mlp_network_config": None}}
-}
 
 
 def cpu_overlay(tiny_sd: pathlib.Path) -> dict:
-    """What makes sdi.yaml and sds.yaml train on a CPU in seconds (keys both configs accept)."""
+    """What makes sdi.yaml and sds.yaml train on a CPU in seconds: the integration harness's data and
+    system blocks (keys both configs accept), the tiny Stable Diffusion, TEST_VIEWS test views."""
+    system = {
+        **CPU["system"],
+        "prompt_processor": {"pretrained_model_name_or_path": str(tiny_sd), "spawn": False},
+        "guidance": {"pretrained_model_name_or_path": str(tiny_sd), "half_precision_weights": False},
+    }
     return {
-        "data": {
-            "width": 32,
-            "height": 32,
-            "eval_width": 32,
-            "eval_height": 32,
-            "n_val_views": 1,
-            "n_test_views": TEST_VIEWS,
-        },
-        "system": {
-            "geometry": {
-                "pos_encoding_config": {"otype": "ProgressiveBandFrequency", "n_frequencies": 4},
-                "mlp_network_config": {
-                    "otype": "VanillaMLP",
-                    "activation": "ReLU",
-                    "output_activation": "none",
-                    "n_neurons": 16,
-                    "n_hidden_layers": 1,
-                },
-            },
-            "background_type": "solid-color-background",
-            "background": {"learned": True},
-            "renderer": {
-                "estimator": "importance",
-                "num_samples_per_ray": 16,
-                "num_samples_per_ray_importance": 8,
-                "near_plane": 0.1,
-                "far_plane": 4.0,
-            },
-            "prompt_processor": {"pretrained_model_name_or_path": str(tiny_sd), "spawn": False},
-            "guidance": {"pretrained_model_name_or_path": str(tiny_sd), "half_precision_weights": False},
-        },
+        "data": {**CPU["data"], "n_test_views": TEST_VIEWS},
+        "system": system,
         "trainer": {"max_steps": STEPS, "val_check_interval": STEPS, "log_every_n_steps": 1, "precision": 32},
     }
 
