@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..cpu_harness import check_checkout
@@ -293,6 +293,18 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_command(
+    commands: Any, name: str, handler: Callable[[argparse.Namespace], int], summary: str, description: str
+) -> argparse.ArgumentParser:
+    """The sub-command ``name``: its one-line ``summary`` (in ``sdi-bench --help``), its ``description``
+    (in its own ``--help``) and the function that runs it."""
+    parser = commands.add_parser(
+        name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .scoring import DEFAULT_METRICS, SCORERS, scorer_class
 
@@ -306,27 +318,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{plan,run,score,report}")
 
-    plan = commands.add_parser(
+    plan = add_command(
+        commands,
         "plan",
-        help="print the runs of a plan and the GPU-hours they need",
+        command_plan,
+        summary="print the runs of a plan and the GPU-hours they need",
         description="Print every run of prompts × methods × seeds and the GPU-hours expected from the paper's timings (A6000).",
-        formatter_class=formatter,
     )
     add_plan_arguments(plan)
     plan.add_argument("--out", type=pathlib.Path, help="also show each run's status in this results folder")
     plan.add_argument("--quiet", action="store_true", help="only the summary, not every run")
-    plan.set_defaults(handler=command_plan)
 
-    run = commands.add_parser(
+    run = add_command(
+        commands,
         "run",
-        help="run every pending run through threestudio's launch.py (train, then test)",
+        command_run,
+        summary="run every pending run through threestudio's launch.py (train, then test)",
         description=(
             "Run every pending run of the plan through threestudio's own launch.py (train, then test), "
             "measured (time, steps/s, peak GPU memory, outcome), into a SQLite store in --out. "
             "Re-invoked, it resumes: finished runs are skipped, failed ones retried up to --retries. "
             "Without --suite/--prompts it runs what the store already holds."
         ),
-        formatter_class=formatter,
     )
     run.add_argument(
         "--threestudio", required=True, type=pathlib.Path, help="the threestudio checkout (holds launch.py)"
@@ -390,17 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument(
         "--poll-seconds", type=float, help="how often job states are checked (default 15; local 0.5)"
     )
-    run.set_defaults(handler=command_run)
 
-    score = commands.add_parser(
+    score = add_command(
+        commands,
         "score",
-        help="compute the metrics of every finished run",
+        command_score,
+        summary="compute the metrics of every finished run",
         description=(
             "Collect --views test views per done run (evenly spaced over threestudio's test turntable) and "
             "compute the metrics. Every metric names the weights it used; a missing model is an error that "
             "says how to provide local weights. Runs already scored with the same model are skipped."
         ),
-        formatter_class=formatter,
     )
     score.add_argument("--out", required=True, type=pathlib.Path, help="results folder of `sdi-bench run`")
     score.add_argument(
@@ -421,22 +434,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--rescore", action="store_true", help="score again runs already scored with the same model"
     )
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
-    score.set_defaults(handler=command_score)
 
-    report = commands.add_parser(
+    report = add_command(
+        commands,
         "report",
-        help="write table.md, results.json, grid.png and metrics.png",
+        command_report,
+        summary="write table.md, results.json, grid.png and metrics.png",
         description=(
             "Per method: mean ± std of every metric, diverged %%, median time, steps/s, peak VRAM, runs done and "
             "pending, and the metric models and versions; a method missing runs is marked incomplete. "
             "Also grid.png (prompts × methods, one test view each) and metrics.png (distributions)."
         ),
-        formatter_class=formatter,
     )
     report.add_argument("--out", required=True, type=pathlib.Path, help="results folder of `sdi-bench run`")
     report.add_argument("--to", type=pathlib.Path, help="write the report files here (default --out)")
     report.add_argument("--view", type=int, default=0, help="test view shown in grid.png (default 0)")
-    report.set_defaults(handler=command_report)
     return parser
 
 
