@@ -39,6 +39,7 @@ from threestudio_sdi.lab3d.methods import RESEARCH_METHODS, get_method
 from threestudio_sdi.lab3d.noise_field import AssetNoise, NoiseField, draw_noise_field, render_noise
 from threestudio_sdi.lab3d.renderer import RenderSettings, ray_box_interval
 from threestudio_sdi.lab3d.run_context import RunContext
+from threestudio_sdi.lab3d.shared_choice import shared_preference
 from threestudio_sdi.models.gaussian import GaussianModel
 from threestudio_sdi.models.mixture import GaussianMixtureModel
 from threestudio_sdi.prediction import predict_x0
@@ -232,6 +233,28 @@ def test_partial_consistency_mixes_the_field_with_a_fresh_draw(fresh_seed: int) 
         ConsistentNoise(consistency=1.5)
 
 
+def test_the_shared_component_is_one_value_per_channel_for_the_whole_run(fresh_seed: int) -> None:
+    """κ = sqrt(1−β)·field + sqrt(β)·g: with β = 1 every pixel of a channel holds the same g_c, in
+    every view and step; the seed picks g; and each pixel keeps unit variance (coefficients 1−β and β)."""
+    model = GaussianModel(shape=(3, 4, 4))
+    z0 = model.sample(2, torch.Generator().manual_seed(fresh_seed))
+
+    def kappa(strategy: ConsistentNoise, t: int = 400) -> Tensor:
+        return guidance_step(model, z0, t, Conditioning(), GuidanceConfig(noise=strategy)).noise
+
+    only_shared = kappa(ConsistentNoise(seed=fresh_seed, shared=1.0))
+    per_channel = only_shared[0, :, :1, :1]
+    assert torch.equal(only_shared, per_channel.expand_as(only_shared))  # constant per channel, all views
+    assert torch.equal(only_shared, kappa(ConsistentNoise(seed=fresh_seed, shared=1.0), t=900))
+    assert not torch.equal(only_shared, kappa(ConsistentNoise(seed=fresh_seed + 1, shared=1.0)))
+    field = kappa(ConsistentNoise(seed=fresh_seed))
+    mixed = kappa(ConsistentNoise(seed=fresh_seed, shared=0.1))
+    torch.testing.assert_close(
+        mixed, math.sqrt(0.9) * field + math.sqrt(0.1) * only_shared, rtol=1e-12, atol=1e-12
+    )
+    assert torch.equal(kappa(ConsistentNoise(seed=fresh_seed, shared=0.0)), field)
+
+
 def test_sdi_guidance_refuses_consistent_noise_by_name() -> None:
     """By name it would be one image for every view; in 3D the field must live on the asset."""
     pytest.importorskip("omegaconf")
@@ -394,3 +417,19 @@ def test_the_research_strategies_run_through_the_tiny_stable_diffusion(tmp_path:
         out = guidance_step(parts.model, z0, 700, conditioning, GuidanceConfig(noise=noise))
         assert out.target.isfinite().all() and not out.nonfinite, noise
         assert out.model_evaluations > plain.model_evaluations, noise
+
+
+def test_the_shared_preference_is_the_variant_whose_mean_colour_g_favours(fresh_seed: int) -> None:
+    """Independently: the mean colours from the truth turntables, g from the strategy's own component."""
+    lab = Lab3D(LabSettings(grid_resolution=12, render=RenderSettings(16, 16), eval_views=3))
+    class_index = fresh_seed % 3
+    seed = fresh_seed % 1000
+    rows = lab.truth_turntables(class_index)
+    means = torch.stack([v.double().mean(dim=(0, 2, 3)) for k, v in rows.items() if k.startswith("truth")])
+    step = StepContext(None, torch.zeros(1, 3, 2, 2), 500, Conditioning(), GuidanceConfig(), None)
+    g = ConsistentNoise(seed=seed, shared=1.0).shared_component(step)[0, :, 0, 0]
+    expected = ((means - means.mean(dim=0)) @ g).tolist()
+    choice, scores = shared_preference(lab, class_index, seed)
+    assert scores == pytest.approx(expected, abs=1e-4) and choice == max(
+        range(len(expected)), key=expected.__getitem__
+    )

@@ -26,6 +26,8 @@ config and the :class:`RunContext` and returns the run's config (:meth:`Method.r
 * ``consistent-noise``: κ = the run's fixed 64³ noise field rendered through the current asset;
 * ``consistent-noise-50``, ``consistent-noise-80``: κ = sqrt(ρ)·field + sqrt(1 − ρ)·fresh N(0, I), ρ = 0.5
   and 0.8 (partial consistency);
+* ``consistent-shared-2``, ``consistent-shared-10``: κ = sqrt(1 − β)·field + sqrt(β)·g, g one N(0, 1) value
+  per channel for the whole run, β = 0.02 and 0.1 (a mode choice every view shares);
 * ``ode-target``: κ from inversion with n = 3, target = 6-point DDIM solve of the PF-ODE from x_{t′} to 0;
 * ``consistent-flow``: consistent noise + the 6-point ODE target.
 """
@@ -94,7 +96,7 @@ def with_noise_field(strategy: NoiseStrategy, run: RunContext) -> NoiseStrategy:
         return replace(strategy, noise=with_noise_field(strategy.noise, run))
     if isinstance(strategy, ConsistentNoise):
         field = AssetNoise(draw_noise_field(run.seed), run.density, run.render_settings)
-        return replace(strategy, field=field)
+        return replace(strategy, field=field, seed=run.seed)
     return strategy
 
 
@@ -108,6 +110,8 @@ CHEAP_INVERSION_STEPS = 3
 ODE_STEPS = 6
 PARTIAL_CONSISTENCIES = (0.5, 0.8)
 """ρ of the partly consistent noise methods."""
+SHARED_SHARES = (0.02, 0.1)
+"""β of the consistent noise methods with a shared per-channel component."""
 
 RESEARCH_METHODS: dict[str, Method] = {
     "newton-krylov": Method(
@@ -122,6 +126,12 @@ RESEARCH_METHODS: dict[str, Method] = {
             GuidanceConfig(noise=ConsistentNoise(consistency=rho)), "annealed", bind_noise_field
         )
         for rho in PARTIAL_CONSISTENCIES
+    },
+    **{
+        f"consistent-shared-{round(100 * beta)}": Method(
+            GuidanceConfig(noise=ConsistentNoise(shared=beta)), "annealed", bind_noise_field
+        )
+        for beta in SHARED_SHARES
     },
     "ode-target": Method(
         GuidanceConfig(
