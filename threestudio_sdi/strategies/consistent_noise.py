@@ -4,8 +4,10 @@ DDIM keeps one x_T for a whole trajectory; its 3D analogue (Consistent Flow Dist
 ICLR 2025) keeps one noise field n on the asset for the whole run and uses as κ its render into the
 step's views, whitened so that each view's κ is N(0, I) per pixel. Two views that see the same
 surface point then get the same κ there, so the mode that x_{t′} = sqrt(ᾱ_{t′}) z0 + sqrt(1−ᾱ_{t′}) κ
-points to is decided by n, the same in every view and step (and different across seeds), instead of
-by a fresh draw (SDS) or by the blurry render itself (SDI's inversion).
+points to is decided by n (different across seeds), instead of by a fresh draw (SDS) or by the blurry
+render itself (SDI's inversion). Measured in the 3D lab (docs/lab3d.md), that ends the averaging, but
+views that see different parts of n often pick different modes (a multi-faced asset); the shared
+component below makes them agree.
 
 The field is injected: the strategy receives a callable ``field(step) -> κ`` [B, ...] at construction
 (the 3D lab binds it to the run's asset and renderer, :mod:`threestudio_sdi.lab3d.noise_field`); the
