@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..cfg import guided_epsilon
+from ..ddim import ddim_hop, sample_ddim
 from ..errors import check_int
 from ..prediction import predict_x0
 from .base import NoiseEstimate, NoiseStrategy, StepContext, make_strategy, register_strategy
@@ -44,28 +44,24 @@ def solve_ode_target(
 ) -> tuple[Tensor, int]:
     """(x̂0 at the grid's last timestep, extra guided evaluations) of the DDIM solve from x_{t′}.
 
-    ``noise_pred`` is ε̂ at (x_{t′}, grid[0]); one guided evaluation per further grid point.
+    ``noise_pred`` is ε̂ at (x_{t′}, grid[0]): its hop to grid[1] costs nothing, then
+    :func:`~threestudio_sdi.ddim.sample_ddim` runs over grid[1:], one guided evaluation per point.
     """
-    config, schedule = step.config, step.schedule
-    x, eps = x_noisy, noise_pred
-    for i, (s, s_next) in enumerate(zip(grid, grid[1:])):
-        if i > 0:
-            eps = guided_epsilon(
-                step.model, x, s, step.conditioning, config.guidance_scale, config.resolved_cfg_mode, schedule
-            )
-        alpha_next = schedule.alpha_bar(s_next).to(x)
-        x = alpha_next.sqrt() * predict_x0(x, eps, schedule.alpha_bar(s)) + (1 - alpha_next).sqrt() * eps
-    if len(grid) > 1:
-        eps = guided_epsilon(
-            step.model,
-            x,
-            grid[-1],
-            step.conditioning,
-            config.guidance_scale,
-            config.resolved_cfg_mode,
-            schedule,
-        )
-    return predict_x0(x, eps, schedule.alpha_bar(grid[-1])), len(grid) - 1
+    alpha_first = step.schedule.alpha_bar(grid[0])
+    if len(grid) == 1:
+        return predict_x0(x_noisy, noise_pred, alpha_first), 0
+    x = ddim_hop(x_noisy, noise_pred, alpha_first, step.schedule.alpha_bar(grid[1]))
+    config = step.config
+    target = sample_ddim(
+        step.model,
+        x,
+        grid[1:],
+        step.conditioning,
+        config.guidance_scale,
+        config.resolved_cfg_mode,
+        disable=True,
+    )
+    return target, len(grid) - 1
 
 
 @register_strategy("ode-target")
