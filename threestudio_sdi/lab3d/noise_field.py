@@ -31,7 +31,7 @@ from ..cfg import Cameras
 from ..errors import check_int
 from ..strategies import StepContext
 from .cameras import camera_rays
-from .renderer import BOX_HALF_SIZE, RenderSettings, ray_box_interval
+from .renderer import BOX_HALF_SIZE, RenderSettings, quadrature_weights, ray_samples
 
 NOISE_STREAM_OFFSET = 2 * 2**32
 """The noise field's generator is seeded with seed + this (distill's streams use seed and seed + 2³²)."""
@@ -69,15 +69,11 @@ def noise_along_rays(
     field: NoiseField, density: Tensor, origins: Tensor, directions: Tensor, samples: int
 ) -> Tensor:
     """κ [P, 3] of rays o + s·d ([P, 3] each, unit d) through the asset ``density`` [R, R, R] (module docstring)."""
-    near, far = ray_box_interval(origins, directions)
-    step = (far - near) / samples
-    offsets = torch.arange(samples, dtype=directions.dtype) + 0.5
-    points = origins[:, None] + (near[:, None] + offsets * step[:, None])[..., None] * directions[:, None]
+    points, step = ray_samples(origins, directions, samples)
     sigma = F.grid_sample(
         density[None, None], (points / BOX_HALF_SIZE)[None, :, :, None], mode="bilinear", align_corners=True
     ).reshape(points.shape[:2])  # [P, N]
-    depth = sigma * step[:, None]
-    weights = torch.exp(-(torch.cumsum(depth, dim=-1) - depth)) * (1 - torch.exp(-depth))  # w_i
+    weights = quadrature_weights(sigma * step[:, None])  # w_i, the renderer's
     resolution = field.voxels.shape[-1]
     index = ((points / BOX_HALF_SIZE + 1) / 2 * (resolution - 1)).round().long().clamp(0, resolution - 1)
     values = field.voxels[:, index[..., 2], index[..., 1], index[..., 0]]  # [3, P, N] (z, y, x order)

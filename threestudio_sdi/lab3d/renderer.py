@@ -106,6 +106,23 @@ def ray_box_interval(origins: Tensor, directions: Tensor) -> tuple[Tensor, Tenso
     return near, torch.maximum(far, near)
 
 
+def ray_samples(origins: Tensor, directions: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """The N midpoint samples [P, N, 3] of rays o + s·d ([P, 3] each) on their chord through the box,
+    and each ray's spacing Δ [P]."""
+    near, far = ray_box_interval(origins, directions)
+    step = (far - near) / samples
+    offsets = torch.arange(samples, dtype=directions.dtype) + 0.5
+    distances = near[:, None] + offsets[None, :] * step[:, None]  # [P, N]
+    return origins[:, None, :] + distances[..., None] * directions[:, None, :], step
+
+
+def quadrature_weights(optical_depth: Tensor) -> Tensor:
+    """w_i = T_i α_i along the last axis from σ_i Δ: α_i = 1 − exp(−σ_i Δ), T_i = exp(−Σ_{j<i} σ_j Δ)."""
+    alpha = 1 - torch.exp(-optical_depth)
+    transmittance = torch.exp(-(torch.cumsum(optical_depth, dim=-1) - optical_depth))
+    return transmittance * alpha
+
+
 def render(grid: VoxelGrid, cameras: Cameras, settings: RenderSettings) -> Rendering:
     """Render ``grid`` (one asset or a stack of A) from every camera (module docstring)."""
     origins, directions = camera_rays(cameras, settings.image_size)
@@ -135,21 +152,14 @@ def _march(
     background: float,
 ) -> tuple[Tensor, Tensor]:
     """One view: rgb [A, 3, H, W] in [−1, 1] and opacity [A, H, W] of the stacked ``fields``."""
-    size, samples = settings.image_size, settings.samples_per_ray
+    size = settings.image_size
     rays = directions.reshape(-1, 3)
-    near, far = ray_box_interval(origin.expand_as(rays), rays)
-    step = (far - near) / samples  # Δ per ray, [P]
-    offsets = torch.arange(samples, dtype=rays.dtype) + 0.5
-    distances = near[:, None] + offsets[None, :] * step[:, None]  # [P, N]
-    points = origin + distances[..., None] * rays[:, None, :]  # [P, N, 3], (x, y, z)
+    points, step = ray_samples(origin.expand_as(rays), rays, settings.samples_per_ray)
     sampled = F.grid_sample(
         fields, (points / BOX_HALF_SIZE)[None, :, :, None], mode="bilinear", align_corners=True
     )  # [1, 4A, P, N, 1]
     sampled = sampled.reshape(assets, 4, *points.shape[:2])
-    optical_depth = sampled[:, 0] * step[None, :, None]  # σ_i Δ, [A, P, N]
-    alpha = 1 - torch.exp(-optical_depth)
-    transmittance = torch.exp(-(torch.cumsum(optical_depth, dim=-1) - optical_depth))
-    weights = transmittance * alpha
+    weights = quadrature_weights(sampled[:, 0] * step[None, :, None])  # from σ_i Δ, [A, P, N]
     opacity = weights.sum(dim=-1)  # [A, P]
     colour = (weights[:, None] * sampled[:, 1:]).sum(dim=-1)  # Σ_i w_i c_i, [A, 3, P]
     rgb = 2 * colour - opacity[:, None] + (1 - opacity[:, None]) * background  # 2C − 1
