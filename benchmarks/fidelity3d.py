@@ -45,6 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/fidelity3d.py` from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from threestudio_sdi.lab3d.cli import parse_methods  # noqa: E402
 from threestudio_sdi.lab3d.distill import DistillSettings  # noqa: E402
 from threestudio_sdi.lab3d.experiment import Lab3D, LabSettings, seed_list  # noqa: E402
 from threestudio_sdi.lab3d.figures import run_label, save_turntables  # noqa: E402
@@ -113,10 +114,10 @@ def main() -> int:
     out = Path(args.out) if args.out else RESULTS / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
     priors, classes, seeds = plan(args.quick)
-    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-    unknown = [name for name in methods if name not in ALL_METHODS]
-    if unknown or not methods:
-        parser.error(f"--methods: unknown {unknown}; known: {', '.join(ALL_METHODS)}")
+    try:
+        methods = parse_methods(args.methods)
+    except ValueError as error:
+        parser.error(str(error))
     if args.priors:
         wanted = args.priors.split(",")
         if not set(wanted) <= set(priors):
