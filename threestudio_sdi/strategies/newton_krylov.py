@@ -28,7 +28,8 @@ from ..errors import check_int, check_range
 from ..fixed_point import FixedPointResult, newton_krylov, refine_fixed_point
 from ..presets import check_skip_origin
 from .base import NoiseEstimate, StepContext, register_strategy
-from .inversion import InversionConfig, entropy_term, invert, overshoot_timestep
+from .fixed_point import solved_noise
+from .inversion import InversionConfig, invert, overshoot_timestep
 
 
 @dataclass(frozen=True)
@@ -57,19 +58,10 @@ class SolvedFromInversion:
         raise NotImplementedError
 
     def __call__(self, step: StepContext) -> NoiseEstimate:
-        """κ = solve(guide, z0, t′, inverted κ) + the entropy term; evaluations of both counted."""
+        """κ = solve(guide, z0, t′, inverted κ) + the entropy term (:func:`.fixed_point.solved_noise`)."""
         t_prime = overshoot_timestep(step)
         inverted = invert(step, t_prime, self.inversion, step.conditioning, 0.0)
-        config = step.config
-        guide = Guide(
-            step.model, step.conditioning, config.guidance_scale, config.resolved_cfg_mode, step.schedule
-        )
-        result = self.solve(guide, step.z0, t_prime, inverted.noise)
-        kappa = result.noise
-        if config.inversion_eta > 0:
-            kappa = kappa + entropy_term(step)
-        evaluations = inverted.model_evaluations + result.model_evaluations
-        return NoiseEstimate(kappa, t_prime, evaluations, details=result)
+        return solved_noise(step, t_prime, inverted.noise, inverted.model_evaluations, self.solve)
 
 
 @register_strategy("newton-krylov")
