@@ -69,6 +69,24 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     return str(value)
 
 
+def parse_seeds(name: str, text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` or ``"0-4"`` (inclusive) → distinct non-negative seeds; ValueError naming ``name``."""
+    seeds: list[int] = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        low, dash, high = entry.partition("-")
+        try:
+            values = range(int(low), int(high) + 1) if dash and low else [int(entry)]
+        except ValueError:
+            raise ValueError(f"{name} entry {entry!r} is not an integer or a range like 0-4") from None
+        for seed in values:
+            if seed < 0 or seed in seeds:
+                raise ValueError(f"{name}: seed {seed} is negative or listed twice")
+            seeds.append(seed)
+    if not seeds:
+        raise ValueError(f"{name} is empty")
+    return tuple(seeds)
+
+
 def check_same_shape(name: str, tensor: Tensor, reference: Tensor, reference_name: str) -> None:
     """ValueError if ``tensor`` does not have the shape of ``reference``."""
     if tuple(tensor.shape) != tuple(reference.shape):

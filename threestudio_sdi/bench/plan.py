@@ -8,6 +8,7 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import parse_seeds as seed_tuple
 from .errors import BenchError
 from .methods import Method, check_overrides
 from .suites import Suite, prompt_slug
@@ -44,21 +45,11 @@ class Plan:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` or ``"0-4"`` → seeds; BenchError naming a bad entry."""
-    seeds: list[int] = []
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        low, dash, high = entry.partition("-")
-        try:
-            values = range(int(low), int(high) + 1) if dash and low else [int(entry)]
-        except ValueError:
-            raise BenchError(f"--seeds entry {entry!r} is not an integer or a range like 0-4") from None
-        for seed in values:
-            if seed < 0 or seed in seeds:
-                raise BenchError(f"--seeds: seed {seed} is negative or listed twice")
-            seeds.append(seed)
-    if not seeds:
-        raise BenchError("--seeds is empty")
-    return tuple(seeds)
+    """``"0,1,2"`` or ``"0-4"`` → seeds (:func:`threestudio_sdi.errors.parse_seeds`); BenchError naming a bad entry."""
+    try:
+        return seed_tuple("--seeds", text)
+    except ValueError as error:
+        raise BenchError(str(error)) from None
 
 
 def file_digest(path: pathlib.Path, where: str) -> str:

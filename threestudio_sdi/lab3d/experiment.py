@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..errors import check_choice, check_int
+from ..errors import check_choice, check_int, parse_seeds
 from .assets import CLASS_NAMES, make_assets
 from .cameras import turntable_cameras
 from .distill import DistillSettings, distill_3d
@@ -158,14 +158,6 @@ def run_grid(
 
 
 def seed_list(spec: str) -> list[int]:
-    """``"0,1,2"`` or ``"0-3"`` (inclusive) → seeds; ValueError naming the bad entry."""
-    seeds: list[int] = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        low, dash, high = part.partition("-")
-        try:
-            seeds += list(range(int(low), int(high) + 1)) if dash else [int(part)]
-        except ValueError:
-            raise ValueError(f"--seeds entry {part!r} is not an int or a range a-b") from None
-    if not seeds:
-        raise ValueError("--seeds is empty")
-    return seeds
+    """``"0,1,2"`` or ``"0-3"`` (inclusive) → seeds (:func:`threestudio_sdi.errors.parse_seeds`);
+    ValueError naming the bad entry."""
+    return list(parse_seeds("--seeds", spec))
