@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,19 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import RESULTS, machine
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/fidelity3d.py` from a checkout
-    sys.path.insert(0, str(REPO_ROOT))
+from threestudio_sdi.lab3d.cli import parse_methods
+from threestudio_sdi.lab3d.distill import DistillSettings
+from threestudio_sdi.lab3d.experiment import Lab3D, LabSettings, seed_list
+from threestudio_sdi.lab3d.figures import run_label, save_turntables
+from threestudio_sdi.lab3d.methods import ALL_METHODS, METHODS
+from threestudio_sdi.lab3d.report import format_table, summarise
 
-from threestudio_sdi.lab3d.cli import parse_methods  # noqa: E402
-from threestudio_sdi.lab3d.distill import DistillSettings  # noqa: E402
-from threestudio_sdi.lab3d.experiment import Lab3D, LabSettings, seed_list  # noqa: E402
-from threestudio_sdi.lab3d.figures import run_label, save_turntables  # noqa: E402
-from threestudio_sdi.lab3d.methods import ALL_METHODS, METHODS  # noqa: E402
-from threestudio_sdi.lab3d.report import format_table, summarise  # noqa: E402
-
-RESULTS = REPO_ROOT / "benchmarks" / "results"
 Job = tuple[str, int, str, int]  # prior, class index, method, seed
 
 
@@ -77,23 +71,6 @@ def _run(settings: LabSettings, job: Job) -> tuple[Job, dict[str, Any], torch.Te
         _LABS[prior] = Lab3D(settings)
     record = _LABS[prior].run(method, class_index, seed)
     return job, record.row, record.turntable
-
-
-def machine() -> dict[str, Any]:
-    """CPU model, cores, torch and Python versions."""
-    model = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def main() -> int:
