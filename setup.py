@@ -1,4 +1,4 @@
-"""Installs threestudio-sdi: `pip install -e .` (core + lab), `pip install -e ".[test]"` for the tests."""
+"""Installs threestudio-sdi: `pip install -e .` (product, labs, sdi-bench), `pip install -e ".[test]"` for the tests."""
 
 from setuptools import find_packages, setup
 
@@ -29,10 +29,17 @@ setup(
     description="Score Distillation via Reparametrized DDIM (SDI, NeurIPS 2024) as a threestudio extension",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["threestudio_sdi", "threestudio_sdi.*"]),
+    packages=[
+        *find_packages(include=["threestudio_sdi", "threestudio_sdi.*", "sdi_bench", "sdi_bench.*"]),
+        "threestudio_sdi.configs",
+    ],
+    # The configs live at the repository's root (the extension's layout); a wheel carries them as
+    # threestudio_sdi/configs (threestudio_sdi.extension.config_dir finds either).
+    package_dir={"threestudio_sdi.configs": "configs"},
     package_data={
-        "threestudio_sdi.cpu_harness": ["stubs/*.md", "stubs/*/*.py", "stubs/*/*/*.py"],
-        "threestudio_sdi.bench": ["suites/*.txt"],
+        "threestudio_sdi.configs": ["*.yaml"],
+        "threestudio_sdi.testing.cpu_harness": ["stubs/*.md", "stubs/*/*.py", "stubs/*/*/*.py"],
+        "sdi_bench": ["suites/*.txt"],
     },
     python_requires=">=3.9",
     install_requires=["torch>=2.0", "numpy", "tqdm", "matplotlib", "scikit-learn"],
@@ -43,9 +50,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "sdi-lab=threestudio_sdi.lab.cli:main",
-            "sdi-bench=threestudio_sdi.bench.cli:main",
-            "sdi-lab3d=threestudio_sdi.lab3d.cli:main",
+            "sdi-lab=threestudio_sdi.experimental.lab.cli:main",
+            "sdi-bench=sdi_bench.cli:main",
+            "sdi-lab3d=threestudio_sdi.experimental.lab3d.cli:main",
         ]
     },
 )

@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark scripts: the machine description written into every result file,
 Markdown tables, mean ± std over seeds, median and interquartile range over timing rounds. (The
-distillation itself is the lab's, :mod:`threestudio_sdi.lab`.)
+distillation itself is the lab's, :mod:`threestudio_sdi.experimental.lab`.)
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@
     /path/to/threestudio-python benchmarks/cost.py --released-from /path/to/threestudio [...]
     python benchmarks/gpu_cost.py --released-from /path/to/threestudio  # the GPU run (one command)
 
-**Models.** ``tiny``: the random-weight tiny SD stack of :mod:`threestudio_sdi.models.tiny` (UNet on
+**Models.** ``tiny``: the random-weight tiny SD stack of :mod:`threestudio_sdi.testing.tiny_sd` (UNet on
 4×8×8 latents: per-call overhead dominates). ``sd21-random``: Stable Diffusion 2.1-base's UNet and VAE
-from their published configs with random weights (:mod:`threestudio_sdi.models.sd21`; 4×64×64 latents,
+from their published configs with random weights (:mod:`threestudio_sdi.testing.sd21_random`; 4×64×64 latents,
 512×512 renders, cross-attention 1024), written to a folder and loaded like real weights; nothing is
 downloaded. ``--model-path`` takes any SD folder (e.g. a hub snapshot of the real weights).
 Defaults by size: the tiny stack runs Perp-Neg (4 UNet branches, as configs/sdi.yaml), 5 timesteps along
@@ -85,12 +85,12 @@ import torch.nn.functional as F
 from common import RESULTS, machine, markdown_table, median_iqr, spread
 from torch import Tensor
 
-from threestudio_sdi.cfg import Conditioning
-from threestudio_sdi.fixed_point import FixedPointConfig
+from threestudio_sdi.classifier_free import Conditioning
+from threestudio_sdi.experimental.strategies import FixedPointNoise, ResearchInversionNoise
 from threestudio_sdi.models.accelerated import AcceleratedUNet, Acceleration
-from threestudio_sdi.models.variants import InferenceModeModel, PerBranchModel
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
-from threestudio_sdi.strategies import FixedPointNoise, InversionConfig, InversionNoise
+from threestudio_sdi.strategies import InversionConfig
+from threestudio_sdi.testing.variants import InferenceModeModel, PerBranchModel
 from threestudio_sdi.timesteps import annealed_timestep
 
 PROMPT = "a DSLR photo of a hamburger"
@@ -243,8 +243,8 @@ def measure(variants: list[Variant], phases: int, rounds: int, device: torch.dev
 
 # ----------------------------------------------------------------------------- the released guidance
 def import_released(root: pathlib.Path, device: torch.device) -> Any:
-    """threestudio from the checkout ``root``; on a CPU with the stand-ins of :mod:`threestudio_sdi.cpu_harness`."""
-    from threestudio_sdi.cpu_harness import import_threestudio, patches
+    """threestudio from the checkout ``root``; on a CPU with the stand-ins of :mod:`threestudio_sdi.testing.cpu_harness`."""
+    from threestudio_sdi.testing.cpu_harness import import_threestudio, patches
 
     threestudio = import_threestudio(root)
     if device.type == "cpu":
@@ -445,10 +445,11 @@ class Setup:
 OFFICIAL = GuidanceConfig(preset="official")
 PAPER = GuidanceConfig(preset="paper")
 FEWER = {
-    "official skip-origin": InversionConfig(skip_origin=True),
-    "official adaptive": InversionConfig(adaptive_steps=True),
-    "official skip+adaptive": InversionConfig(skip_origin=True, adaptive_steps=True),
+    "official skip-origin": ResearchInversionNoise(skip_origin=True),
+    "official adaptive": ResearchInversionNoise(adaptive_steps=True),
+    "official skip+adaptive": ResearchInversionNoise(skip_origin=True, adaptive_steps=True),
 }
+OFFICIAL_N5 = replace(OFFICIAL, inversion=InversionConfig(n_steps=5))
 
 
 def core_variants(setup: Setup, accelerated: bool) -> list[Variant]:
@@ -495,21 +496,19 @@ def research_variants(setup: Setup) -> list[Variant]:
         return ours_step(denoiser, model, config, prompting, latents)
 
     variants = [Variant("sdi-paper", "ours", ours(PAPER), preset="paper")]
-    for name, options in FEWER.items():
-        variants.append(
-            Variant(name, "fewer evaluations", ours(replace(OFFICIAL, noise=InversionNoise(options))))
-        )
+    for name, strategy in FEWER.items():
+        variants.append(Variant(name, "fewer evaluations", ours(replace(OFFICIAL, noise=strategy))))
     variants += [
-        Variant("official n=5", "fewer evaluations", ours(replace(OFFICIAL, inversion_n_steps=5))),
+        Variant("official n=5", "fewer evaluations", ours(OFFICIAL_N5)),
         Variant(
             "official n=5 order2",
             "fewer evaluations",
-            ours(replace(OFFICIAL, inversion_n_steps=5, noise=InversionNoise(InversionConfig(order=2)))),
+            ours(replace(OFFICIAL_N5, noise=ResearchInversionNoise(order=2))),
         ),
         Variant(
             "fixed-point k=3",
             "more evaluations",
-            ours(GuidanceConfig(noise=FixedPointNoise(FixedPointConfig(max_iterations=3)))),
+            ours(GuidanceConfig(noise=FixedPointNoise(max_iterations=3))),
             preset="paper",
         ),
         Variant(
@@ -542,8 +541,8 @@ def gpu_variants(setup: Setup) -> list[Variant]:
         return ours_step(denoiser, denoiser, config, prompting, latents, batch)
 
     variants = [
-        Variant(name + ACC, "fewer evaluations", ours(replace(OFFICIAL, noise=InversionNoise(options))))
-        for name, options in FEWER.items()
+        Variant(name + ACC, "fewer evaluations", ours(replace(OFFICIAL, noise=strategy)))
+        for name, strategy in FEWER.items()
     ]
     return variants + [
         Variant("sdi-official 2 views" + ACC, "ours", ours(OFFICIAL, 2), batch=2),
@@ -934,10 +933,10 @@ def model_folder(args: argparse.Namespace, workdir: pathlib.Path) -> pathlib.Pat
     if args.model_path is not None:
         return args.model_path.resolve()
     if args.model == "tiny":
-        from threestudio_sdi.models.tiny import tiny_stable_diffusion
+        from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
         return tiny_stable_diffusion(workdir / "tiny-sd", seed=0)
-    from threestudio_sdi.models.sd21 import sd21_random_stable_diffusion
+    from threestudio_sdi.testing.sd21_random import sd21_random_stable_diffusion
 
     return sd21_random_stable_diffusion((args.model_dir or workdir / "sd21-random").resolve(), seed=0)
 

@@ -3,10 +3,10 @@
     python benchmarks/fidelity.py --quick      # < 3 min on 2 CPU cores -> benchmarks/results/quick/
     python benchmarks/fidelity.py              # the documented full run -> benchmarks/results/
 
-Two known-answer models (SPEC §6): the power-law Gaussian (d = 64, p = 1.5, unconditional, so CFG is a
+Two known-answer models (docs/method.md §6): the power-law Gaussian (d = 64, p = 1.5, unconditional, so CFG is a
 no-op) and the Gaussian mixture fit to scikit-learn's digits (one component per class, conditioned on
 the class with CFG γ = 7.5). Every method runs the lab's image-space distillation (exact update
-x0 ← ẑ0, 50 timesteps, ``threestudio_sdi.lab``) from the same x_T per seed:
+x0 ← ẑ0, 50 timesteps, ``threestudio_sdi.experimental.lab``) from the same x_T per seed:
 
 * ``ddim`` (the reference sampler), ``ddim-cache`` (κ = previous ε̂, equal to DDIM), ``sds`` (κ ~ N(0, I));
 * ``sdi-paper`` / ``sdi-official`` (the two presets), ``ism`` (unconditional inversion), each at several
@@ -21,7 +21,7 @@ diversity and class accuracy (digits), RMS distance of each sample to the DDIM s
 seed, distance to the true distribution — MMD (RBF kernel, median bandwidth; saturates for blown-up
 samples, which are counted separately) and the empirical W2 (optimal matching to as many true
 samples) with their floors (the same distance between two true samples) — and at probe steps three
-κ measures: the residual ‖F(κ) − κ‖/‖κ‖ of the fixed-point equation of SPEC §1 at CFG γ_fwd (the
+κ measures: the residual ‖F(κ) − κ‖/‖κ‖ of the fixed-point equation of docs/method.md §1 at CFG γ_fwd (the
 "eq. 8 error" of the paper's Fig. 9), the error against the exact fixed point (closed form on the
 Gaussian; ``solve_fixed_point_reference`` to 1e-8 in float64 on the digits, for n = 10 and the
 single-setting methods, over the samples where it converges), and the difference to a 200-step
@@ -44,19 +44,19 @@ import torch
 from common import RESULTS, machine, markdown_table, mean_std, pm
 from torch import Tensor
 
-from threestudio_sdi.cfg import Conditioning, Guide
+from threestudio_sdi.classifier_free import Conditioning, Guide
 from threestudio_sdi.ddim import ddim_invert
-from threestudio_sdi.fixed_point import (
-    FixedPointConfig,
+from threestudio_sdi.experimental.lab import LabRun, distill_2d, sample_reference_2d
+from threestudio_sdi.experimental.lab.metrics import grouped_diversity, grouped_total_variation, rms_distance
+from threestudio_sdi.experimental.solvers import (
     fixed_point_map,
     relative_residuals,
     solve_fixed_point_reference,
 )
-from threestudio_sdi.lab import LabRun, distill_2d, sample_reference_2d
-from threestudio_sdi.lab.metrics import grouped_diversity, grouped_total_variation, rms_distance
+from threestudio_sdi.experimental.strategies import FixedPointNoise, ResearchInversionNoise
 from threestudio_sdi.presets import inversion_timesteps
 from threestudio_sdi.score_distillation import GuidanceConfig, GuidanceOutput
-from threestudio_sdi.strategies import FixedPointNoise, InversionConfig, InversionNoise
+from threestudio_sdi.strategies import InversionConfig
 
 GUIDANCE_SCALE = 7.5
 INVERSION_SCALE = -7.5
@@ -76,18 +76,25 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def inversion(**options: Any) -> InversionNoise:
-    """The ``inversion`` strategy with research options."""
-    return InversionNoise(InversionConfig(**options))
+def inversion(**options: Any) -> ResearchInversionNoise:
+    """The inversion with research options (``research-inversion``)."""
+    return ResearchInversionNoise(**options)
 
 
 def fixed_point(**options: Any) -> FixedPointNoise:
     """The ``fixed-point`` strategy refined to 1e-6 at most, with further options."""
-    return FixedPointNoise(FixedPointConfig(tolerance=1e-6, **options))
+    return FixedPointNoise(tolerance=1e-6, **options)
+
+
+def with_steps(config: GuidanceConfig, n: int) -> GuidanceConfig:
+    """``config`` with an n-step inversion."""
+    return replace(config, inversion=replace(config.inversion, n_steps=n))
 
 
 def build_runs(ns: Sequence[int], fixed_point_iterations: Sequence[int]) -> list[Run]:
-    base = GuidanceConfig(guidance_scale=GUIDANCE_SCALE, inversion_guidance_scale=INVERSION_SCALE)
+    base = GuidanceConfig(
+        guidance_scale=GUIDANCE_SCALE, inversion=InversionConfig(guidance_scale=INVERSION_SCALE)
+    )
     official = replace(base, preset="official")
     runs = [
         Run("ddim", "ddim", None),
@@ -106,7 +113,7 @@ def build_runs(ns: Sequence[int], fixed_point_iterations: Sequence[int]) -> list
     for family, config in families.items():
         for n in ns:
             extra = {"kappa_reference": n == 10}
-            runs.append(Run(f"{family} n={n}", family, replace(config, inversion_n_steps=n), n, extra))
+            runs.append(Run(f"{family} n={n}", family, with_steps(config, n), n, extra))
     for k in fixed_point_iterations:
         config = replace(base, noise=fixed_point(max_iterations=k))
         runs.append(Run(f"fixed-point k={k}", "fixed-point", config, 10, {"k": k, "kappa_reference": True}))
@@ -133,7 +140,7 @@ class Setup:
 
 
 def gaussian_setup(quick: bool) -> Setup:
-    from threestudio_sdi.models.gaussian import GaussianModel
+    from threestudio_sdi.testing.gaussian import GaussianModel
 
     model = GaussianModel(shape=(1, 8, 8), exponent=1.5)
     batch = 128 if quick else 256
@@ -152,7 +159,7 @@ def gaussian_setup(quick: bool) -> Setup:
 
 
 def digits_setup(quick: bool) -> Setup:
-    from threestudio_sdi.models.mixture import GaussianMixtureModel
+    from threestudio_sdi.testing.mixture import GaussianMixtureModel
 
     model = GaussianMixtureModel.from_digits()
     per_class = 8

@@ -3,10 +3,10 @@
     python benchmarks/fidelity3d.py --quick     # < 5 min on 2 CPU cores -> benchmarks/results/quick/
     python benchmarks/fidelity3d.py             # the documented full run -> benchmarks/results/
 
-Runs ``threestudio_sdi.lab3d`` (procedural voxel assets, 3 classes × 3 variants; an exact per-view
+Runs ``threestudio_sdi.experimental.lab3d`` (procedural voxel assets, 3 classes × 3 variants; an exact per-view
 mixture prior over their renders; Adam on a 32³ voxel grid through a differentiable ray marcher; one
 guidance step per iteration on random threestudio-style views) for every method of
-``threestudio_sdi.lab3d.methods.METHODS`` and measures the distilled asset against the known assets on
+``threestudio_sdi.experimental.lab3d.methods.METHODS`` and measures the distilled asset against the known assets on
 8 held-out turntable views: PSNR / SSIM to the nearest true variant and to the class-mean render,
 sharpness (high-frequency energy ÷ the truth's), silhouette IoU, view consistency, which variant each
 seed landed on, divergence, and guided evaluations per step. Mean ± std over seeds and classes.
@@ -40,12 +40,12 @@ from typing import Any
 import torch
 from common import RESULTS, machine
 
-from threestudio_sdi.lab3d.cli import parse_methods
-from threestudio_sdi.lab3d.distill import DistillSettings
-from threestudio_sdi.lab3d.experiment import Lab3D, LabSettings, seed_list
-from threestudio_sdi.lab3d.figures import run_label, save_turntables
-from threestudio_sdi.lab3d.methods import ALL_METHODS, METHODS
-from threestudio_sdi.lab3d.report import format_table, summarise
+from threestudio_sdi.experimental.lab3d.cli import parse_methods
+from threestudio_sdi.experimental.lab3d.distill import DistillSettings
+from threestudio_sdi.experimental.lab3d.experiment import Lab3D, LabSettings, seed_list
+from threestudio_sdi.experimental.lab3d.figures import run_label, save_turntables
+from threestudio_sdi.experimental.lab3d.methods import ALL_METHODS, METHODS
+from threestudio_sdi.experimental.lab3d.report import format_table, summarise
 
 Job = tuple[str, int, str, int]  # prior, class index, method, seed
 

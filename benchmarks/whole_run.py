@@ -36,7 +36,11 @@ from typing import Any
 import numpy as np
 from common import RESULTS, markdown_table, spread
 
-from threestudio_sdi.presets import adaptive_inversion_steps, get_preset, inversion_timesteps
+from threestudio_sdi.experimental.strategies.research_inversion import (
+    adaptive_inversion_steps,
+    research_timesteps,
+)
+from threestudio_sdi.presets import get_preset
 from threestudio_sdi.timesteps import annealed_timestep
 
 PAPER_SDI_MINUTES = {3: 82.0, 5: 104.0, 10: 119.0, 20: 174.0, 30: 247.0}
@@ -61,9 +65,7 @@ def mean_evaluations(
     for step in range(steps):
         t = annealed_timestep(step, steps, spec.min_step_percent, spec.max_step_percent, 1000)
         n = adaptive_inversion_steps(n_steps, t, 1000) if adaptive else n_steps
-        total += len(
-            inversion_timesteps(t, t, n, spec, 1000, 1, skip_origin)
-        )  # hops = len − 1, +1 prediction
+        total += len(research_timesteps(t, t, n, spec, 1000, 1, skip_origin))  # hops = len − 1, +1 prediction
     return total / steps
 
 

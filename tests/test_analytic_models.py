@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from threestudio_sdi.models import GaussianMixtureModel, GaussianModel
-from threestudio_sdi.models.mixture import load_digits_images
 from threestudio_sdi.prediction import epsilon_from_output, output_from_epsilon, predict_x0
 from threestudio_sdi.schedule import NoiseSchedule
+from threestudio_sdi.testing.gaussian import GaussianModel
+from threestudio_sdi.testing.mixture import GaussianMixtureModel, load_digits_images
 
 TIMESTEPS = [-99, 0, 1, 20, 250, 500, 999]
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from threestudio_sdi.bench.cli import build_parser, main
+from sdi_bench.cli import build_parser, main
 
 SUBCOMMANDS = ("plan", "run", "score", "report")
 
@@ -32,7 +32,7 @@ def test_every_subcommand_and_option_has_help():
 @pytest.mark.parametrize("argv", [["--help"], *([name, "--help"] for name in SUBCOMMANDS)])
 def test_help_prints_and_exits_cleanly(argv):
     result = subprocess.run(
-        [sys.executable, "-m", "threestudio_sdi.bench.cli", *argv],
+        [sys.executable, "-m", "sdi_bench.cli", *argv],
         capture_output=True,
         text=True,
         timeout=120,

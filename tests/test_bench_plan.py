@@ -8,17 +8,17 @@ import pathlib
 import pytest
 import yaml
 
-from threestudio_sdi.bench.cli import main
-from threestudio_sdi.bench.errors import BenchError
-from threestudio_sdi.bench.methods import (
+from sdi_bench.cli import main
+from sdi_bench.errors import BenchError
+from sdi_bench.methods import (
     BUILTIN_METHODS,
     CONFIG_DIR,
     Method,
     load_methods_file,
     select_methods,
 )
-from threestudio_sdi.bench.plan import build_plan, gpu_hours, parse_seeds
-from threestudio_sdi.bench.suites import load_suite, prompt_slug, read_prompts
+from sdi_bench.plan import build_plan, gpu_hours, parse_seeds
+from sdi_bench.suites import load_suite, prompt_slug, read_prompts
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_SUITE = REPO.parent / "shared" / "prompts" / "sdi_paper_43.txt"
@@ -107,7 +107,7 @@ def test_a_methods_file_adds_methods_from_a_base_or_a_config(tmp_path):
                 "methods": {
                     "sdi-5inv": {
                         "base": "sdi",
-                        "overrides": ["system.guidance.inversion_n_steps=5"],
+                        "overrides": ["system.guidance.inversion.n_steps=5"],
                         "minutes": 80,
                     },
                     "mine": {"config": "configs/mine.yaml"},
@@ -118,7 +118,7 @@ def test_a_methods_file_adds_methods_from_a_base_or_a_config(tmp_path):
     methods = load_methods_file(path)
     five = methods["sdi-5inv"]
     assert five.config == BUILTIN_METHODS["sdi"].config
-    assert five.overrides == ("system.guidance.inversion_n_steps=5",) and five.minutes == 80
+    assert five.overrides == ("system.guidance.inversion.n_steps=5",) and five.minutes == 80
     assert methods["mine"].config == tmp_path / "configs" / "mine.yaml" and methods["mine"].minutes is None
     assert [m.name for m in select_methods("mine,sds", methods)] == ["mine", "sds"]
 
@@ -204,8 +204,8 @@ def test_plan_command_prints_every_run_and_the_gpu_hours(capsys):
 
 
 def test_plan_command_shows_the_status_of_each_run_in_a_results_folder(tmp_path, capsys):
-    from threestudio_sdi.bench.outcome import Outcome
-    from threestudio_sdi.bench.store import Store
+    from sdi_bench.outcome import Outcome
+    from sdi_bench.store import Store
 
     prompts = _prompts(tmp_path, ["a cat", "a dog"])
     plan = build_plan(load_suite(prompts_file=prompts), [BUILTIN_METHODS["sdi"]], (0,))

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from threestudio_sdi.bench.cli import main
-from threestudio_sdi.bench.outcome import Outcome
-from threestudio_sdi.bench.plan import PlannedRun
-from threestudio_sdi.bench.report.aggregate import summarize
-from threestudio_sdi.bench.store import Store
+from sdi_bench.cli import main
+from sdi_bench.outcome import Outcome
+from sdi_bench.plan import PlannedRun
+from sdi_bench.report.aggregate import summarize
+from sdi_bench.store import Store
 
 GIB = 2**30
 

@@ -53,7 +53,7 @@ def bench(tmp_path):
 
         def command(self, methods_: str, prompts_: int, *extra: str) -> list[str]:
             return [
-                sys.executable, "-m", "threestudio_sdi.bench.cli", "run",
+                sys.executable, "-m", "sdi_bench.cli", "run",
                 "--threestudio", str(STANDIN), "--out", str(self.out),
                 "--prompts", str(prompts), "--first", str(prompts_),
                 "--methods-file", str(methods), "--methods", methods_,

@@ -14,15 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from threestudio_sdi.bench.cli import main
-from threestudio_sdi.bench.outcome import Outcome
-from threestudio_sdi.bench.plan import PlannedRun
-from threestudio_sdi.bench.scoring.base import MetricModel, Scorer
-from threestudio_sdi.bench.scoring.clip import ClipScoreScorer
-from threestudio_sdi.bench.scoring.clip_iqa import ClipIqaScorer
-from threestudio_sdi.bench.scoring.images import load_render, select_views
-from threestudio_sdi.bench.scoring.score import collect_views
-from threestudio_sdi.bench.store import Store
+from sdi_bench.cli import main
+from sdi_bench.outcome import Outcome
+from sdi_bench.plan import PlannedRun
+from sdi_bench.scoring.base import MetricModel, Scorer
+from sdi_bench.scoring.clip import ClipScoreScorer
+from sdi_bench.scoring.clip_iqa import ClipIqaScorer
+from sdi_bench.scoring.images import load_render, select_views
+from sdi_bench.scoring.score import collect_views
+from sdi_bench.store import Store
 
 pytest.importorskip("torchmetrics")
 PANEL = 32
@@ -205,7 +205,7 @@ def test_score_command_with_the_tiny_clip_names_its_weights(tmp_path, tiny_clip,
 
 def run_cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "threestudio_sdi.bench.cli", *argv],
+        [sys.executable, "-m", "sdi_bench.cli", *argv],
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,11 +8,11 @@ import pathlib
 
 import pytest
 
-from threestudio_sdi.bench import layout
-from threestudio_sdi.bench.errors import BenchError
-from threestudio_sdi.bench.outcome import Outcome, recover
-from threestudio_sdi.bench.plan import PlannedRun
-from threestudio_sdi.bench.store import Store
+from sdi_bench import layout
+from sdi_bench.errors import BenchError
+from sdi_bench.outcome import Outcome, recover
+from sdi_bench.plan import PlannedRun
+from sdi_bench.store import Store
 
 
 def planned(index: int, config_hash: str = "h0", method: str = "sdi") -> PlannedRun:

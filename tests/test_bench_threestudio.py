@@ -3,7 +3,7 @@
     THREESTUDIO_ROOT=/path/to/threestudio /tmp/venv-ts/bin/python -m pytest tests/test_bench_threestudio.py
 
 2 prompts of paper43 × {sdi, sds} × seed 0, 2 training steps each, through threestudio's own launch.py
-(``sdi-bench run --device cpu``: the launch wrapper with threestudio_sdi.cpu_harness), the tiny offline
+(``sdi-bench run --device cpu``: the launch wrapper with threestudio_sdi.testing.cpu_harness), the tiny offline
 Stable Diffusion and a CPU overlay (pure-torch geometry, importance sampling, solid background, 32×32,
 precision 32); then ``score`` with a tiny random CLIP and ``report``. The Python of THREESTUDIO_PYTHON
 (default: this one) must have threestudio's requirements and this package (make_venv.sh --full).
@@ -49,7 +49,7 @@ def cpu_overlay(tiny_sd: pathlib.Path) -> dict:
 def bench(tmp_path_factory) -> pathlib.Path:
     from bench_standin.make_tiny_clip import tiny_clip
 
-    from threestudio_sdi.models.tiny import tiny_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     root = pathlib.Path(ROOT)
     if not (root / "threestudio" / "__init__.py").is_file() or not (root / "launch.py").is_file():
@@ -83,7 +83,7 @@ def bench(tmp_path_factory) -> pathlib.Path:
     ]
     for command in commands:
         result = subprocess.run(
-            [python, "-m", "threestudio_sdi.bench.cli", *command],
+            [python, "-m", "sdi_bench.cli", *command],
             env=env,
             capture_output=True,
             text=True,
@@ -127,7 +127,7 @@ def test_every_run_trained_and_tested_in_real_threestudio(bench):
 def test_the_table_and_grid_come_from_the_real_renders(bench):
     from PIL import Image
 
-    from threestudio_sdi.bench.report.figures import cell_image
+    from sdi_bench.report.figures import cell_image
 
     data = json.loads((bench / "results.json").read_text())
     assert {m["method"]: (m["done"], m["complete"]) for m in data["methods"]} == {

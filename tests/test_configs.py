@@ -16,7 +16,6 @@ from threestudio_standin.activate import standin_threestudio
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-DROP_IN_CONFIGS = REPO / "custom" / "threestudio-sdi" / "configs"
 ALL = sorted(path.name for path in CONFIGS.glob("*.yaml"))
 SDI = [name for name in ALL if name.startswith("sdi")]
 KNOWN_LAMBDAS = {
@@ -56,10 +55,15 @@ def test_the_expected_configs_exist():
     assert ALL == ["sdi-24gb.yaml", "sdi-2view.yaml", "sdi-official.yaml", "sdi.yaml", "sds.yaml", "vsd.yaml"]
 
 
-def test_the_run_command_path_reaches_the_same_files():
-    # the issue's command uses custom/threestudio-sdi/configs/sdi.yaml; configs/ is a link to that folder
+def test_the_configs_are_real_files_where_the_extension_keeps_them():
+    """The repository root is the extension (custom/threestudio-sdi/ after a git clone), so the run
+    command's custom/threestudio-sdi/configs/sdi.yaml is configs/sdi.yaml here: a file, not a link."""
+    from threestudio_sdi.extension import config_dir
+
+    assert config_dir() == CONFIGS and (REPO / "__init__.py").is_file()
     for name in ALL:
-        assert (DROP_IN_CONFIGS / name).resolve() == (CONFIGS / name).resolve()
+        assert (CONFIGS / name).is_file() and not (CONFIGS / name).is_symlink()
+    assert not CONFIGS.is_symlink()
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -102,14 +106,18 @@ def test_presets_and_convexity_schedules(plugin, name, preset):
     assert resolved(config, "system")["convexity_schedule"] == preset
     released = {"paper": [0, 0.1, 0.1, 3999, 0.0, 4000], "official": [0, 1.0, 0.1, 4000]}
     assert convexity_schedule(preset, config.trainer.max_steps) == released[preset]
-    # SPEC §4 weights
+    # docs/method.md §4 weights
     loss = resolved(config, "system.loss")
     assert loss["lambda_sdi"] == 1 and loss["lambda_orient"] == 0.1 and loss["lambda_opaque"] == 0.1
     assert loss["lambda_sparsity"] == [0, 0.15, 0, 3000] and loss["lambda_z_variance"] == 1
     guidance = config.system.guidance
-    assert (guidance.guidance_scale, guidance.inversion_guidance_scale) == (7.5, -7.5)
-    assert (guidance.inversion_n_steps, guidance.inversion_eta) == (10, 0.3)
-    assert guidance.enable_sdi and guidance.t_anneal and guidance.loss_reduction == "mean"
+    assert (guidance.guidance_scale, guidance.inversion.guidance_scale) == (7.5, -7.5)
+    assert (guidance.inversion.n_steps, guidance.inversion.eta, guidance.inversion.overshoot) == (
+        10,
+        0.3,
+        True,
+    )
+    assert guidance.noise == "inversion" and guidance.t_anneal and guidance.loss_reduction == "mean"
     assert config.system.prompt_processor.use_perp_neg
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from threestudio_sdi.cpu_harness.patches import render_weight_from_alpha, render_weight_from_density
+from threestudio_sdi.testing.cpu_harness.patches import render_weight_from_alpha, render_weight_from_density
 
 
 def packed_rays() -> tuple[torch.Tensor, list[int]]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from threestudio_sdi.cfg import Conditioning
+from threestudio_sdi.classifier_free import Conditioning
 from threestudio_sdi.ddim import ddim_hop, ddim_invert, ddim_timesteps, sample_ddim
-from threestudio_sdi.models.gaussian import GaussianModel
 from threestudio_sdi.schedule import STABLE_DIFFUSION_SCHEDULER_CONFIG, NoiseSchedule
+from threestudio_sdi.testing.gaussian import GaussianModel
 
 
 def test_schedule_matches_diffusers_ddim_scheduler() -> None:

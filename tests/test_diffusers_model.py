@@ -14,16 +14,17 @@ pytest.importorskip("transformers")
 
 from diffusers import DDIMScheduler, StableDiffusionPipeline  # noqa: E402
 
-from threestudio_sdi.models import (  # noqa: E402
-    Denoiser,
-    DiffusersModel,
-    load_stable_diffusion,
-    tiny_stable_diffusion,
-)
+from threestudio_sdi.models import Denoiser, DiffusersModel, load_stable_diffusion  # noqa: E402
 from threestudio_sdi.models.stable_diffusion import LatentCodec, PromptEncoder  # noqa: E402
-from threestudio_sdi.models.tiny import IMAGE_SIZE, LATENT_SIZE, MAX_PROMPT_TOKENS, TEXT_HIDDEN_SIZE  # noqa: E402
 from threestudio_sdi.prediction import predict_branches  # noqa: E402
 from threestudio_sdi.schedule import NoiseSchedule  # noqa: E402
+from threestudio_sdi.testing.tiny_sd import (  # noqa: E402
+    IMAGE_SIZE,
+    LATENT_SIZE,
+    MAX_PROMPT_TOKENS,
+    TEXT_HIDDEN_SIZE,
+    tiny_stable_diffusion,  # noqa: E402
+)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -216,7 +217,7 @@ def test_prompt_encoder_caches_each_prompt(pipeline: StableDiffusionPipeline) ->
 def test_importing_models_does_not_import_diffusers() -> None:
     code = (
         "import sys, threestudio_sdi.models, threestudio_sdi.models.diffusers_model, "
-        "threestudio_sdi.models.stable_diffusion, threestudio_sdi.models.tiny\n"
+        "threestudio_sdi.models.stable_diffusion, threestudio_sdi.testing.tiny_sd\n"
         "assert 'diffusers' not in sys.modules, 'diffusers imported'\n"
         "assert 'transformers' not in sys.modules, 'transformers imported'\n"
     )

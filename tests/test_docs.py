@@ -11,7 +11,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAGES = sorted([REPO / "README.md", REPO / "ARCHITECTURE.md", *(REPO / "docs").glob("*.md")])
-OUR_PREFIXES = ("threestudio_sdi/", "benchmarks/", "tests/", "configs/", "custom/", "docs/", ".ci/")
+OUR_PREFIXES = ("threestudio_sdi/", "sdi_bench/", "benchmarks/", "tests/", "configs/", "docs/", ".ci/")
 CONSOLE_SCRIPTS = dict(re.findall(r'"([\w-]+)=([\w.]+):main"', (REPO / "setup.py").read_text()))
 """Console script → its module, from setup.py."""
 

@@ -1,5 +1,5 @@
 """``official`` = the released SDI code, as tests: an independent re-implementation of the released
-guidance step, written here from SPEC §3 (and shared/research/sdi_official.md §2) without calling this
+guidance step, written here from docs/method.md §3 (and shared/research/sdi_official.md §2) without calling this
 package's math, against ``sdi-guidance`` with ``preset=official`` on the tiny Stable Diffusion stack.
 
 * batch 1, plain CFG and Perp-Neg, η = 0, the overshoot δ injected (read from our step, given to the
@@ -27,7 +27,7 @@ L, D = 77, 32  # token length and hidden size of the tiny text encoder
 T = 1000
 
 
-# ------------------------------------------------------------------ the reference (SPEC §3 in words)
+# ------------------------------------------------------------------ the reference (docs/method.md §3 in words)
 @dataclass
 class ViewPrompt:
     """One view's text embeddings [1, L, D]: positive, unconditional, Perp-Neg negatives and weights."""
@@ -50,7 +50,7 @@ class ReleasedOutput:
 
 
 class ReleasedStep:
-    """The released guidance step for ONE view (the released code needs batch 1), from SPEC §3:
+    """The released guidance step for ONE view (the released code needs batch 1), from docs/method.md §3:
 
     * inversion grid: the points 100k + 1 (k = 0 … 9, stride T/n, offset ``steps_offset``) below t,
       preceded by the origin −99 (whose ᾱ is ``initial_alpha_cumprod`` = ᾱ_0 for SD 2.1-base), then t′;
@@ -62,7 +62,7 @@ class ReleasedStep:
 
     One UNet call per guided evaluation, batched as the released code batches it ([cond; uncond], or
     [positive; uncond; negative 1; negative 2] with Perp-Neg), in float32. ᾱ is the cumulative product
-    of SD's scaled-linear betas (SPEC §1), taken in float64 and rounded once: diffusers' float32
+    of SD's scaled-linear betas (docs/method.md §1), taken in float64 and rounded once: diffusers' float32
     ``cumprod``, which the released code uses, is itself up to 1e-5 off near t = 1000.
     """
 
@@ -135,7 +135,7 @@ def ts():
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    from threestudio_sdi.models.tiny import tiny_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     return str(tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd") / "tiny"))
 
@@ -154,7 +154,7 @@ def official_guidance(ts, tiny_path, seed):
         {
             "pretrained_model_name_or_path": tiny_path,
             "preset": "official",
-            "inversion_eta": 0.0,
+            "inversion": {"eta": 0.0},
             "seed": seed,
             "trainer_max_steps": 10000,
             "half_precision_weights": False,
@@ -229,10 +229,11 @@ def test_the_reference_sees_a_wrong_cfg_or_grid(ts, tiny_path, reference):
     threestudio, _ = ts
     utils = prompt_output(ts, use_perp_neg=False)
     z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(7))
-    for overrides in ({"cfg_mode": "standard"}, {"inversion": {"skip_origin": True}}):
+    skip_origin = {"noise": "research-inversion", "noise_options": {"skip_origin": True}}
+    for overrides in ({"cfg_mode": "standard"}, skip_origin):
         guidance = threestudio.find(GUIDANCE_NAME)(
-            {"pretrained_model_name_or_path": tiny_path, "preset": "official", "inversion_eta": 0.0, "seed": 0,
-             **overrides}
+            {"pretrained_model_name_or_path": tiny_path, "preset": "official", "inversion": {"eta": 0.0},
+             "seed": 0, **overrides}
         )  # fmt: skip
         out = our_step(guidance, z0, [0], utils, 4000)
         released = reference(z0, out["timestep"], out["timestep_noisy"], view_prompt(utils, 0))

@@ -1,7 +1,9 @@
-"""Fewer-evaluation research options (counts, grids, order) and "same math, less time" paths.
+"""Fewer-evaluation research options (``research-inversion``: counts, grids, order).
 
-* the options are off by default and the defaults are bit-identical to before they existed (golden
-  digests of a test-local model, recorded with the code before the options were added);
+* the options are off by default, where ``research-inversion`` equals ``inversion``, and the defaults
+  are bit-identical to before the options existed (golden digests of a test-local model, recorded with
+  the code before the options were added, and kept through the move of the options to
+  ``threestudio_sdi.experimental``);
 * evaluation counts as documented in ``threestudio_sdi.score_distillation``;
 * the second-order inversion is second order (error ratio ~4 per halving away from the stiff start).
 Same-math execution paths (per-branch, inference mode, channels-last, classic attention, the GPU path)
@@ -18,14 +20,22 @@ import pytest
 import torch
 from torch import Tensor
 
-from threestudio_sdi.cfg import Conditioning
+from threestudio_sdi.classifier_free import Conditioning
 from threestudio_sdi.ddim import ddim_invert
-from threestudio_sdi.lab.distill import METHODS, LabRun, distill_2d
-from threestudio_sdi.models.gaussian import GaussianModel
-from threestudio_sdi.presets import adaptive_inversion_steps, get_preset, inversion_timesteps
+from threestudio_sdi.experimental.lab.distill import METHODS, LabRun, distill_2d
+from threestudio_sdi.experimental.strategies import ResearchInversionNoise
+from threestudio_sdi.experimental.strategies.research_inversion import (
+    adaptive_inversion_steps,
+    multistep_invert,
+    research_timesteps,
+)
+from threestudio_sdi.presets import get_preset
 from threestudio_sdi.schedule import NoiseSchedule
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
-from threestudio_sdi.strategies import InversionConfig, InversionNoise
+from threestudio_sdi.strategies import InversionConfig
+from threestudio_sdi.testing.gaussian import GaussianModel
+
+NO_OVERSHOOT = InversionConfig(overshoot=False)
 
 
 class LocalModel:
@@ -107,12 +117,11 @@ def test_defaults_are_bit_identical_to_before_the_options() -> None:
 
 
 def test_options_off_by_default() -> None:
-    options = GuidanceConfig().strategy.inversion
+    """``research-inversion`` with its defaults is ``inversion``, bit for bit."""
+    options = ResearchInversionNoise()
     assert (options.order, options.skip_origin, options.adaptive_steps) == (1, False, False)
     config = GuidanceConfig()
-    explicit = GuidanceConfig(
-        noise=InversionNoise(InversionConfig(order=1, skip_origin=False, adaptive_steps=False))
-    )
+    explicit = GuidanceConfig(noise="research-inversion")
     model = LocalModel()
     z0 = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for config_a, config_b in (
@@ -143,7 +152,7 @@ def test_options_off_by_default() -> None:
     ],
 )
 def test_evaluation_counts_as_documented(zero_model, preset: str, options: dict, counts: tuple) -> None:  # noqa: ANN001
-    config = GuidanceConfig(preset=preset, overshoot=False, noise=InversionNoise(InversionConfig(**options)))
+    config = GuidanceConfig(preset=preset, inversion=NO_OVERSHOOT, noise=ResearchInversionNoise(**options))
     for t, expected in zip((980, 500, 250), counts):
         before = zero_model.calls
         out = guidance_step(zero_model, torch.zeros(1, 2, 2, 2), t, Conditioning(cond="prompt"), config)
@@ -153,25 +162,26 @@ def test_evaluation_counts_as_documented(zero_model, preset: str, options: dict,
 
 def test_skip_origin_grids() -> None:
     official = get_preset("official")
-    assert inversion_timesteps(980, 1000 - 20, 10, official, 1000, 1, skip_origin=True) == [
+    assert research_timesteps(980, 1000 - 20, 10, official, 1000, 1, skip_origin=True) == [
         *range(1, 902, 100),
         980,
     ]
-    assert inversion_timesteps(250, 299, 10, official, 1000, 1, skip_origin=True) == [1, 101, 201, 299]
-    assert inversion_timesteps(1, 50, 10, official, 1000, 1, skip_origin=True) == [-99, 50]  # nothing below t
+    assert research_timesteps(250, 299, 10, official, 1000, 1, skip_origin=True) == [1, 101, 201, 299]
+    assert research_timesteps(1, 50, 10, official, 1000, 1, skip_origin=True) == [-99, 50]  # nothing below t
+    assert research_timesteps(250, 299, 10, official, 1000, 1) == [-99, 1, 101, 201, 299]
     with pytest.raises(ValueError, match="skip_origin"):
-        inversion_timesteps(500, 500, 10, get_preset("paper"), 1000, skip_origin=True)
+        research_timesteps(500, 500, 10, get_preset("paper"), 1000, skip_origin=True)
     with pytest.raises(ValueError, match="skip_origin"):
-        GuidanceConfig(preset="paper", noise=InversionNoise(InversionConfig(skip_origin=True)))
+        GuidanceConfig(preset="paper", noise=ResearchInversionNoise(skip_origin=True))
 
 
 def test_skip_origin_drops_only_the_origin_evaluation() -> None:
     """z0 taken as x at ᾱ_1 instead of hopping from ᾱ_0 there: κ changes a little, not a lot."""
     model = LocalModel()
     z0 = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    config = GuidanceConfig(preset="official", overshoot=False, inversion_eta=0.0)
+    config = GuidanceConfig(preset="official", inversion=InversionConfig(overshoot=False, eta=0.0))
     plain = guidance_step(model, z0, 600, Conditioning(cond=2), config)
-    skip = replace(config, noise=InversionNoise(InversionConfig(skip_origin=True)))
+    skip = replace(config, noise=ResearchInversionNoise(skip_origin=True))
     skipped = guidance_step(model, z0, 600, Conditioning(cond=2), skip)
     assert skipped.model_evaluations == plain.model_evaluations - 1
     assert 0 < float((skipped.noise - plain.noise).norm() / plain.noise.norm()) < 0.1
@@ -189,13 +199,8 @@ def test_adaptive_inversion_steps(t: int, expected: int) -> None:
     [("order", 3), ("order", 0), ("skip_origin", "yes"), ("adaptive_steps", 1)],
 )
 def test_bad_options_name_the_key(key: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=f"inversion.{key}"):
-        InversionConfig(**{key: value})
-
-
-def test_ddim_invert_rejects_bad_order() -> None:
-    with pytest.raises(ValueError, match="inversion.order"):
-        ddim_invert(LocalModel(), torch.zeros(1, 1, 4, 4, dtype=torch.float64), [0, 500], order=3)
+    with pytest.raises(ValueError, match=f"noise_options.{key}"):
+        ResearchInversionNoise(**{key: value})
 
 
 # ----------------------------------------------------------------------------- second order
@@ -215,7 +220,8 @@ def test_second_order_inversion_converges_at_second_order() -> None:
 
     def error(hops: int, order: int) -> float:
         grid = [round(200 + 400 * k / hops) for k in range(hops + 1)]
-        x = ddim_invert(model, exact(200), grid, order=order).x
+        invert = ddim_invert if order == 1 else multistep_invert
+        x = invert(model, exact(200), grid, None, 0.0).x
         return float((x - exact(600)).norm() / exact(600).norm())
 
     first = [error(hops, 1) for hops in (10, 20, 40)]
@@ -230,8 +236,8 @@ def test_second_order_inversion_converges_at_second_order() -> None:
 def test_second_order_first_hop_is_ddim() -> None:
     model = LocalModel()
     z0 = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    one = ddim_invert(model, z0, [0, 400], Conditioning(cond=1), -7.5, order=1)
-    two = ddim_invert(model, z0, [0, 400], Conditioning(cond=1), -7.5, order=2)
+    one = ddim_invert(model, z0, [0, 400], Conditioning(cond=1), -7.5)
+    two = multistep_invert(model, z0, [0, 400], Conditioning(cond=1), -7.5)
     assert torch.equal(one.x, two.x) and one.model_evaluations == two.model_evaluations == 1
-    three = ddim_invert(model, z0, [0, 200, 400, 600], Conditioning(cond=1), -7.5, order=2)
+    three = multistep_invert(model, z0, [0, 200, 400, 600], Conditioning(cond=1), -7.5)
     assert three.model_evaluations == 3

@@ -9,25 +9,26 @@ import pytest
 import torch
 from torch import Tensor
 
-from threestudio_sdi.cfg import Conditioning, Guide
+from threestudio_sdi.classifier_free import Conditioning, Guide
 from threestudio_sdi.ddim import ddim_invert
-from threestudio_sdi.fixed_point import (
+from threestudio_sdi.experimental.solvers import (
     FixedPointConfig,
     fixed_point_map,
     refine_fixed_point,
     relative_residuals,
     solve_fixed_point_reference,
 )
-from threestudio_sdi.models.gaussian import GaussianModel
-from threestudio_sdi.models.mixture import GaussianMixtureModel
+from threestudio_sdi.experimental.strategies import FixedPointNoise
 from threestudio_sdi.presets import get_preset, inversion_timesteps
 from threestudio_sdi.schedule import NoiseSchedule
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
-from threestudio_sdi.strategies import FixedPointNoise
+from threestudio_sdi.strategies import InversionConfig
+from threestudio_sdi.testing.gaussian import GaussianModel
+from threestudio_sdi.testing.mixture import GaussianMixtureModel
 
 
 def closed_form(model: GaussianModel, z0: Tensor, t: int) -> Tensor:
-    """κ* = σ_t z0 / λ per coordinate (module docstring of threestudio_sdi.fixed_point)."""
+    """κ* = σ_t z0 / λ per coordinate (module docstring of threestudio_sdi.experimental.solvers)."""
     return model.schedule.sigma(t) * z0 / model.variances.reshape(1, *model.shape)
 
 
@@ -178,8 +179,8 @@ def test_guidance_step_fixed_point_strategy_counts_and_reports() -> None:
     gaussian = GaussianModel(shape=(1, 4, 4), exponent=0.5)
     model = CountingModel(gaussian)
     z0 = gaussian.sample(4, torch.Generator().manual_seed(0))
-    strategy = FixedPointNoise(FixedPointConfig(tolerance=1e-9, max_iterations=200))
-    config = GuidanceConfig(noise=strategy, overshoot=False, inversion_eta=0.0)
+    strategy = FixedPointNoise(tolerance=1e-9, max_iterations=200)
+    config = GuidanceConfig(noise=strategy, inversion=InversionConfig(overshoot=False, eta=0.0))
     out = guidance_step(model, z0, 500, Conditioning(), config)
     assert out.noise_details is not None and out.noise_details.converged
     hops = len(inversion_timesteps(500, 500, 10, get_preset("paper"), 1000)) - 1
@@ -191,7 +192,7 @@ def test_guidance_step_fixed_point_strategy_counts_and_reports() -> None:
 
 def test_guidance_step_fixed_point_from_random_start_spends_no_inversion() -> None:
     model = CountingModel(GaussianModel(shape=(1, 4, 4)))
-    config = GuidanceConfig(noise=FixedPointNoise(FixedPointConfig(start="random", max_iterations=3)))
+    config = GuidanceConfig(noise=FixedPointNoise(start="random", max_iterations=3))
     out = guidance_step(
         model, torch.zeros(2, 1, 4, 4, dtype=torch.float64), 400, Conditioning(), config,
         generator=torch.Generator().manual_seed(0),

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from threestudio_sdi.lab import METHODS, LabRun, distill_2d, sample_reference_2d
-from threestudio_sdi.lab.cli import main, parse_runs
-from threestudio_sdi.models.gaussian import GaussianModel
-from threestudio_sdi.models.mixture import GaussianMixtureModel
+from threestudio_sdi.experimental.lab import METHODS, LabRun, distill_2d, sample_reference_2d
+from threestudio_sdi.experimental.lab.cli import main, parse_runs
 from threestudio_sdi.score_distillation import GuidanceConfig
+from threestudio_sdi.testing.gaussian import GaussianModel
+from threestudio_sdi.testing.mixture import GaussianMixtureModel
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, threestudio_sdi, threestudio_sdi.lab, threestudio_sdi.models, threestudio_sdi.score_distillation;"
+        "import sys, threestudio_sdi, threestudio_sdi.experimental.lab, threestudio_sdi.models, threestudio_sdi.score_distillation;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('diffusers', 'transformers', 'threestudio')];"
         "assert not bad, bad"
     )

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from threestudio_sdi.lab3d.assets import MAX_VARIANTS, make_assets
-from threestudio_sdi.lab3d.cli import main
-from threestudio_sdi.lab3d.distill import DistillSettings, distill_3d
-from threestudio_sdi.lab3d.experiment import Lab3D, LabSettings, seed_list
-from threestudio_sdi.lab3d.methods import METHODS, SDS_STEP_RANGE, get_method
-from threestudio_sdi.lab3d.metrics import high_frequency_energy, measure, psnr, ssim
-from threestudio_sdi.lab3d.prior import ExactViewPrior
-from threestudio_sdi.lab3d.renderer import RenderSettings
-from threestudio_sdi.lab3d.report import format_table, summarise
+from threestudio_sdi.experimental.lab3d.assets import MAX_VARIANTS, make_assets
+from threestudio_sdi.experimental.lab3d.cli import main
+from threestudio_sdi.experimental.lab3d.distill import DistillSettings, distill_3d
+from threestudio_sdi.experimental.lab3d.experiment import Lab3D, LabSettings, seed_list
+from threestudio_sdi.experimental.lab3d.methods import METHODS, SDS_STEP_RANGE, get_method
+from threestudio_sdi.experimental.lab3d.metrics import high_frequency_energy, measure, psnr, ssim
+from threestudio_sdi.experimental.lab3d.prior import ExactViewPrior
+from threestudio_sdi.experimental.lab3d.renderer import RenderSettings
+from threestudio_sdi.experimental.lab3d.report import format_table, summarise
 from threestudio_sdi.presets import get_preset
 from threestudio_sdi.timesteps import annealed_timestep
 

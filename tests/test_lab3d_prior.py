@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from threestudio_sdi.cfg import Conditioning, guided_epsilon
+from threestudio_sdi.classifier_free import Conditioning, guided_epsilon
 from threestudio_sdi.ddim import ddim_timesteps, sample_ddim
-from threestudio_sdi.lab3d.assets import make_assets
-from threestudio_sdi.lab3d.cameras import CameraRanges, make_cameras, sample_cameras
-from threestudio_sdi.lab3d.prior import ExactViewPrior, ViewInconsistentPrior
-from threestudio_sdi.lab3d.renderer import RenderSettings, VoxelGrid, render
+from threestudio_sdi.experimental.lab3d.assets import make_assets
+from threestudio_sdi.experimental.lab3d.cameras import CameraRanges, make_cameras, sample_cameras
+from threestudio_sdi.experimental.lab3d.prior import ExactViewPrior, ViewInconsistentPrior
+from threestudio_sdi.experimental.lab3d.renderer import RenderSettings, VoxelGrid, render
 from threestudio_sdi.prediction import epsilon_from_output
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
 

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from threestudio_sdi.lab3d.cameras import (
+from threestudio_sdi.experimental.lab3d.cameras import (
     CameraRanges,
     camera_rays,
     make_cameras,
     sample_cameras,
     turntable_cameras,
 )
-from threestudio_sdi.lab3d.renderer import RenderSettings, VoxelGrid, ray_box_interval, render
+from threestudio_sdi.experimental.lab3d.renderer import RenderSettings, VoxelGrid, ray_box_interval, render
 
 
 def _cameras(elevation: list[float], azimuth: list[float], distance: float = 1.8, fovy: float = 50.0):

@@ -1,8 +1,11 @@
-"""The layers point one way: core ← models ← lab / lab3d / plugin / bench ← benchmarks (ARCHITECTURE.md).
+"""The layers point one way (ARCHITECTURE.md): core ← models ← plugin; core, models ← testing ←
+experimental; sdi_bench on its own; benchmarks and tests on top.
 
 Every import statement of every Python file (module level or inside a function, absolute or relative)
 is read from the source with ``ast`` and checked against :data:`ALLOWED`; tests and benchmarks must not
-import each other. A new subpackage fails the test until it is given a layer.
+import each other. A new subpackage fails the test until it is given a layer. The product (core, models,
+plugin) must stay importable without ``experimental`` or ``testing``: :mod:`test_package_shape` checks
+that at run time, and the absence of import cycles.
 """
 
 from __future__ import annotations
@@ -13,31 +16,33 @@ import pathlib
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PACKAGE = "threestudio_sdi"
+PACKAGES = ("threestudio_sdi", "sdi_bench")
 LAYER_OF = {
     "models": "models",
-    "lab": "lab",
-    "lab3d": "lab3d",
     "threestudio": "plugin",
-    "bench": "bench",
-    "cpu_harness": "cpu_harness",
+    "testing": "testing",
+    "experimental": "experimental",
 }
-"""Subpackage → layer; every other module of the package (and ``strategies``) is the core."""
+"""Subpackage of threestudio_sdi → layer; every other module of it (and ``strategies``) is the core."""
 ALLOWED = {
     "core": {"core"},
     "models": {"core", "models"},
-    "lab": {"core", "models", "lab"},
-    "lab3d": {"core", "models", "lab", "lab3d"},
     "plugin": {"core", "models", "plugin"},
     "cpu_harness": {"cpu_harness"},
-    "bench": {"core", "models", "cpu_harness", "bench"},
+    "testing": {"core", "models", "testing", "cpu_harness"},
+    "experimental": {"core", "models", "testing", "experimental"},
+    "bench": {"core", "cpu_harness", "bench"},
 }
 """Layer → the layers it may import from."""
 
 
 def layer(module: str) -> str:
-    """The layer of a module of the package, by its dotted name."""
+    """The layer of a module of the two packages, by its dotted name."""
     parts = module.split(".")
+    if parts[0] == "sdi_bench":
+        return "bench"
+    if parts[1:3] == ["testing", "cpu_harness"]:
+        return "cpu_harness"
     return LAYER_OF.get(parts[1], "core") if len(parts) > 1 else "core"
 
 
@@ -70,12 +75,13 @@ def imported_modules(path: pathlib.Path) -> list[tuple[int, str]]:
 
 
 def package_files() -> list[pathlib.Path]:
-    stubs = REPO / PACKAGE / "cpu_harness" / "stubs"  # stand-ins of other packages, not ours
-    return sorted(p for p in (REPO / PACKAGE).rglob("*.py") if stubs not in p.parents)
+    stubs = REPO / "threestudio_sdi" / "testing" / "cpu_harness" / "stubs"  # stand-ins of others' packages
+    files = [p for package in PACKAGES for p in (REPO / package).rglob("*.py")]
+    return sorted(p for p in files if stubs not in p.parents)
 
 
 def test_every_subpackage_has_a_layer() -> None:
-    subpackages = {p.parent.name for p in (REPO / PACKAGE).glob("*/__init__.py")}
+    subpackages = {p.parent.name for p in (REPO / "threestudio_sdi").glob("*/__init__.py")}
     assert subpackages - {"strategies"} <= set(LAYER_OF), subpackages - set(LAYER_OF)
 
 
@@ -86,7 +92,7 @@ def test_package_imports_point_down(path: pathlib.Path) -> None:
     for line, name in imported_modules(path):
         if name.split(".")[0] in ("tests", "benchmarks"):
             wrong.append(f"line {line}: {name} (the package never imports tests or benchmarks)")
-        elif name.split(".")[0] == PACKAGE and layer(name) not in ALLOWED[own]:
+        elif name.split(".")[0] in PACKAGES and layer(name) not in ALLOWED[own]:
             wrong.append(f"line {line}: {name} (layer {layer(name)!r})")
     assert not wrong, f"{path.relative_to(REPO)} is in layer {own!r} but imports " + "; ".join(wrong)
 
@@ -107,10 +113,16 @@ def test_tests_and_benchmarks_do_not_import_each_other(folder: str, forbidden: s
 
 def test_the_checker_sees_a_violation() -> None:
     """Relative imports are resolved, so a core module importing ``..models`` is caught."""
-    assert layer("threestudio_sdi.prediction") == "core" and layer("threestudio_sdi.models.tiny") == "models"
-    assert "models" not in ALLOWED["core"] and "plugin" not in ALLOWED["lab"]
+    assert layer("threestudio_sdi.prediction") == "core" and layer("threestudio_sdi.models.x") == "models"
+    assert (
+        layer("sdi_bench.store") == "bench"
+        and layer("threestudio_sdi.testing.cpu_harness.x") == "cpu_harness"
+    )
+    assert "models" not in ALLOWED["core"] and "experimental" not in ALLOWED["plugin"]
     names = [
         name for _, name in imports_of("from ..models import tiny\n", "threestudio_sdi.strategies.x", False)
     ]
     assert names == ["threestudio_sdi.models", "threestudio_sdi.models.tiny"]
     assert all(layer(name) not in ALLOWED["core"] for name in names)
+    plugin = imports_of("from ..experimental import x\n", "threestudio_sdi.threestudio.guidance", False)
+    assert {layer(name) for _, name in plugin} == {"experimental"} and "experimental" not in ALLOWED["plugin"]

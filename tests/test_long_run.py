@@ -11,9 +11,11 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from threestudio_sdi.cfg import Conditioning  # noqa: E402
-from threestudio_sdi.models import load_stable_diffusion, tiny_stable_diffusion  # noqa: E402
+from threestudio_sdi.classifier_free import Conditioning  # noqa: E402
+from threestudio_sdi.models import load_stable_diffusion  # noqa: E402
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step  # noqa: E402
+from threestudio_sdi.strategies import InversionConfig  # noqa: E402
+from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion  # noqa: E402
 from threestudio_sdi.timesteps import annealed_timestep  # noqa: E402
 
 STEPS = 1000
@@ -41,7 +43,7 @@ def test_memory_does_not_grow_over_a_thousand_steps(tmp_path: Path) -> None:
     # A render-like parameter (3×32×32 image), Adam on it, SDI through the VAE, as a 3D run does.
     image = torch.nn.Parameter(torch.rand(1, 3, 32, 32))
     optimizer = torch.optim.Adam([image], lr=1e-3)
-    config = GuidanceConfig(preset="official", inversion_n_steps=2)
+    config = GuidanceConfig(preset="official", inversion=InversionConfig(n_steps=2))
     generator = torch.Generator().manual_seed(0)
     tensors, rss = {}, {}
     for step in range(STEPS):

@@ -144,7 +144,7 @@ def test_a_real_offline_load_of_an_uncached_id_says_so():
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> pathlib.Path:
-    from threestudio_sdi.models.tiny import tiny_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     return pathlib.Path(tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd") / "tiny"))
 

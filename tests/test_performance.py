@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import torch
 
-from threestudio_sdi.cfg import Conditioning
+from threestudio_sdi.classifier_free import Conditioning
+from threestudio_sdi.experimental.strategies import ResearchInversionNoise
 from threestudio_sdi.models.accelerated import (
     AcceleratedUNet,
     Acceleration,
@@ -31,9 +32,8 @@ from threestudio_sdi.models.accelerated import (
     cuda_graphs_unavailable,
     eager_recorder,
 )
-from threestudio_sdi.models.variants import InferenceModeModel, PerBranchModel
 from threestudio_sdi.score_distillation import GuidanceConfig, GuidanceOutput, guidance_step
-from threestudio_sdi.strategies import InversionConfig, InversionNoise
+from threestudio_sdi.testing.variants import InferenceModeModel, PerBranchModel
 
 FP32_TOLERANCE = 1e-4
 OFFICIAL = GuidanceConfig(preset="official")
@@ -44,7 +44,7 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory) -> Any:
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
     from threestudio_sdi.models.stable_diffusion import load_stable_diffusion
-    from threestudio_sdi.models.tiny import tiny_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     path = tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd-performance"), seed=0)
     return load_stable_diffusion(path, device="cpu", half_precision=False, local_files_only=True)
@@ -150,7 +150,7 @@ def test_compile_path_runs_on_the_tiny_unet(tiny_parts: Any) -> None:
 
 def test_one_capture_serves_the_whole_step_and_reproduces_it(tiny_parts: Any) -> None:
     """Eager recorder: static buffers in, replay, copy out. Every hop and the prediction share one
-    signature; a second order inversion (which keeps the previous hop's ε̂) sees no aliasing."""
+    signature; a second order inversion (research: it keeps the previous hop's ε̂) sees no aliasing."""
     unet = AcceleratedUNet(
         copy.deepcopy(tiny_parts.model.unet),
         Acceleration(channels_last=False, sdpa=False, compile=False),
@@ -158,7 +158,7 @@ def test_one_capture_serves_the_whole_step_and_reproduces_it(tiny_parts: Any) ->
     )
     assert unet.applied == {"cuda_graphs": True} and not unet.skipped
     model = with_unet(tiny_parts, unet)
-    for config in (OFFICIAL, replace(OFFICIAL, noise=InversionNoise(InversionConfig(order=2)))):
+    for config in (OFFICIAL, replace(OFFICIAL, noise=ResearchInversionNoise(order=2))):
         plain, captured = (
             step(tiny_parts.model, tiny_parts, 980, config),
             step(model, tiny_parts, 980, config),
@@ -244,7 +244,7 @@ def test_cuda_graphs_match_the_eager_step_in_float16(tiny_parts: Any) -> None:
 # ----------------------------------------------------------------------------- SD 2.1-base size
 def test_sd21_configs_have_the_published_sizes() -> None:
     diffusers = pytest.importorskip("diffusers")
-    from threestudio_sdi.models.sd21 import IMAGE_SIZE, LATENT_SIZE, UNET_CONFIG, VAE_CONFIG
+    from threestudio_sdi.testing.sd21_random import IMAGE_SIZE, LATENT_SIZE, UNET_CONFIG, VAE_CONFIG
 
     with torch.device("meta"):
         unet = diffusers.UNet2DConditionModel(**UNET_CONFIG)
@@ -257,7 +257,7 @@ def test_sd21_configs_have_the_published_sizes() -> None:
 
 def test_sd21_folder_is_reused_only_when_seed_and_configs_match(tmp_path: Any, monkeypatch: Any) -> None:
     pytest.importorskip("transformers")
-    from threestudio_sdi.models import sd21
+    from threestudio_sdi.testing import sd21_random as sd21
 
     builds = []
     monkeypatch.setattr(

@@ -1,16 +1,16 @@
-"""``sdi-guidance`` with a pixel-space model (``model_factory``), against the threestudio STAND-IN.
+"""``sdi-guidance`` with a pixel-space backbone (``model_factory``), against the threestudio STAND-IN.
 
 Known answers: a guidance call on a render equals the core's ``guidance_step`` on x0 = 2·rgb − 1 with the
 same cameras, condition and draws (bit for bit); its gradient on the render is 2(x0 − ẑ0)/N; the
-panels are (x + 1)/2. The model is the 3D lab's exact prior through ``tests/threestudio_cpu/lab_prior.py``
-(the factory the real-threestudio run uses) or a recording model defined here. Nothing of Stable
-Diffusion loads: the model key points at a folder that does not exist.
+panels are (x + 1)/2. The model is the 3D lab's exact prior through
+``threestudio_sdi.experimental.lab3d.threestudio_prior`` (the factory the real-threestudio run uses) or a
+recording model defined here, each wrapped in ``threestudio_sdi.testing.pixel_backbone.PixelBackbone``.
+Nothing of Stable Diffusion loads: the model key points at a folder that does not exist.
 """
 
 from __future__ import annotations
 
 import importlib
-import pathlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,13 +18,15 @@ import pytest
 import torch
 from threestudio_standin.activate import standin_threestudio
 
-from threestudio_sdi.cfg import Cameras, Conditioning
-from threestudio_sdi.lab3d.cameras import look_at_c2w
+from threestudio_sdi.classifier_free import Cameras, Conditioning
+from threestudio_sdi.experimental.lab3d.cameras import look_at_c2w
+from threestudio_sdi.experimental.lab3d.threestudio_prior import EXACT_PRIOR_FACTORY
 from threestudio_sdi.models.protocol import ScheduledModel
 from threestudio_sdi.schedule import NoiseSchedule
 from threestudio_sdi.score_distillation import guidance_step
+from threestudio_sdi.testing.pixel_backbone import PixelBackbone
 
-LAB_PRIOR = "lab_prior:exact_prior"
+LAB_PRIOR = EXACT_PRIOR_FACTORY
 RECORDING = f"{__name__}:recording_model"
 NO_MODEL = "/nonexistent/stable-diffusion"
 SIZE = 32  # the lab prior's image side
@@ -49,12 +51,16 @@ class RecordingModel(ScheduledModel):
         return len(prompt)
 
 
-def recording_model(**options: Any) -> RecordingModel:
-    return RecordingModel(**options)
+def recording_model(**options: Any) -> PixelBackbone:
+    return PixelBackbone(RecordingModel(**options))
 
 
-def not_a_model() -> object:
+def not_a_backbone() -> object:
     return object()
+
+
+def not_a_model() -> PixelBackbone:
+    return PixelBackbone(object())
 
 
 NOT_CALLABLE = 3
@@ -66,11 +72,6 @@ def plugin():
         yield SimpleNamespace(
             threestudio=threestudio, module=importlib.import_module("threestudio_sdi.threestudio")
         )
-
-
-@pytest.fixture(autouse=True)
-def lab_prior_importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parent / "threestudio_cpu"))
 
 
 def make_guidance(plugin, factory: str = LAB_PRIOR, options: dict | None = None, **overrides: Any):
@@ -123,13 +124,14 @@ def test_the_options_reach_the_factory(plugin):
 @pytest.mark.parametrize(
     ("factory", "options", "message"),
     [
-        ("lab_prior.exact_prior", None, "model_factory must be 'package.module:function'"),
-        ("lab_prior:exact_prior:x", None, "model_factory must be 'package.module:function'"),
+        (LAB_PRIOR.replace(":", "."), None, "model_factory must be 'package.module:function'"),
+        (LAB_PRIOR + ":x", None, "model_factory must be 'package.module:function'"),
         (":exact_prior", None, "model_factory must be 'package.module:function'"),
         ("no_such_module_here:make", None, "cannot import module 'no_such_module_here'"),
-        ("lab_prior:no_such_function", None, "module 'lab_prior' has no 'no_such_function'"),
-        (f"{__name__}:NOT_CALLABLE", None, "'NOT_CALLABLE' is not callable: 3"),
+        (f"{__name__}:no_such_function", None, f"module '{__name__}' has no function 'no_such_function'"),
+        (f"{__name__}:NOT_CALLABLE", None, f"module '{__name__}' has no function 'NOT_CALLABLE'"),
         (LAB_PRIOR, {"variants": 2}, r"model_options=\{'variants': 2\} do not fit"),
+        (f"{__name__}:not_a_backbone", None, "returned a object without model, codec, image_size"),
         (f"{__name__}:not_a_model", None, r"has no method predict_noise\(\)"),
         (RECORDING, {"size": 0}, r"must have shape \(3, S, S\)"),
     ],
@@ -236,7 +238,7 @@ def test_the_prompt_names_the_class(plugin):
 # ------------------------------------------------------------------ refused
 def test_rgb_as_latents_is_refused(plugin):
     guidance = make_guidance(plugin)
-    with pytest.raises(ValueError, match="rgb_as_latents=true .* pixel model, which has no VAE"):
+    with pytest.raises(ValueError, match="rgb_as_latents=true .* names a backbone without latents"):
         guidance(torch.rand(1, 8, 8, 4), prompt_utils(), **batch_cameras(1), rgb_as_latents=True)
 
 

@@ -90,7 +90,7 @@ def ts():
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    from threestudio_sdi.models.tiny import tiny_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     return str(tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd") / "tiny"))
 
@@ -163,10 +163,10 @@ def test_unknown_config_key_is_rejected_before_loading(ts):
     [
         ({"preset": "nope"}, "preset"),
         ({"loss_reduction": "max"}, "loss_reduction"),
-        ({"noise": "cached"}, "noise"),
-        ({"enable_sdi": False, "noise": "inversion"}, "enable_sdi"),
-        ({"inversion_n_steps": 0}, "inversion_n_steps"),
-        ({"inversion_eta": -0.1}, "inversion_eta"),
+        ({"noise": "cached"}, "noise='cached' takes the caller's κ"),
+        ({"noise": "inverted"}, "noise must be one of"),
+        ({"inversion": {"n_steps": 0}}, "inversion.n_steps"),
+        ({"inversion": {"eta": -0.1}}, "inversion.eta"),
         ({"guidance_scale": float("nan")}, "guidance_scale"),
         ({"cfg_mode": "odd"}, "cfg_mode"),
         ({"image_size": 30}, "image_size"),
@@ -186,36 +186,50 @@ def test_guidance_defaults_are_the_cores(ts):
 
     from threestudio_sdi.score_distillation import GuidanceConfig
 
-    plugin_defaults = {f.name: f.default for f in dataclasses.fields(ts.plugin.SDIGuidance.Config)}
+    fields = {f.name: f for f in dataclasses.fields(ts.plugin.SDIGuidance.Config)}
+    plugin_defaults = {
+        name: item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        for name, item in fields.items()
+    }
     core = GuidanceConfig()
-    shared = [f.name for f in dataclasses.fields(GuidanceConfig) if f.name != "noise"]
+    shared = [f.name for f in dataclasses.fields(GuidanceConfig)]
     assert set(shared) <= set(plugin_defaults)
     assert {name: plugin_defaults[name] for name in shared} == {name: getattr(core, name) for name in shared}
-    assert ts.plugin.resolve_noise(True, plugin_defaults["noise"]) == core.noise
     built = ts.plugin.SDIGuidance.check_config({})
     assert built.strategy == core.strategy and dataclasses.replace(built, noise=core.noise) == core
 
 
 @pytest.mark.parametrize(
-    ("block", "options", "message"),
+    ("overrides", "message"),
     [
-        ("inversion", {"skip_orign": True}, "system.guidance.inversion.skip_orign is not an option"),
-        ("fixed_point", {"iterations": 3}, "system.guidance.fixed_point.iterations is not an option"),
-        ("inversion", {"order": 3}, "inversion.order"),
-        ("fixed_point", {"mixing": 0.0}, "fixed_point.mixing"),
+        ({"inversion": {"steps": 5}}, "system.guidance.inversion.steps is not an option of InversionConfig"),
+        ({"inversion": {"n_steps": 2.5}}, "inversion.n_steps"),
+        (
+            {"noise": "research-inversion", "noise_options": {"skip_orign": True}},
+            "system.guidance.noise_options.skip_orign is not an option of noise='research-inversion'",
+        ),
+        ({"noise": "research-inversion", "noise_options": {"order": 3}}, "noise_options.order"),
+        (
+            {"noise": "fixed-point", "noise_options": {"iterations": 3}},
+            "noise_options.iterations is not an option",
+        ),
+        ({"noise": "fixed-point", "noise_options": {"mixing": 0.0}}, "fixed_point.mixing"),
+        ({"noise_options": {"order": 2}}, "noise_options.order is not an option of noise='inversion'"),
     ],
 )
-def test_option_blocks_reject_unknown_keys_and_bad_values_before_loading(ts, block, options, message):
-    """Typed blocks: the config fails as it is parsed (the model path does not exist: nothing loads)."""
+def test_typed_blocks_and_noise_options_reject_bad_keys_before_loading(ts, overrides, message):
+    """The config fails as it is parsed (the model path does not exist: nothing loads)."""
     with pytest.raises(ValueError, match=message):
-        make_guidance(ts, "/nonexistent", **{block: options})
+        make_guidance(ts, "/nonexistent", **overrides)
 
 
-def test_option_blocks_reach_the_strategy(ts, tiny_path):
-    guidance = make_guidance(ts, tiny_path, preset="official", inversion={"skip_origin": True})
-    assert guidance.guidance_config.strategy.inversion.skip_origin is True
-    fixed = make_guidance(ts, tiny_path, noise="fixed-point", fixed_point={"max_iterations": 2})
-    assert fixed.guidance_config.strategy.fixed_point.max_iterations == 2
+def test_noise_options_reach_the_strategy(ts, tiny_path):
+    guidance = make_guidance(
+        ts, tiny_path, preset="official", noise="research-inversion", noise_options={"skip_origin": True}
+    )
+    assert guidance.guidance_config.strategy.skip_origin is True
+    fixed = make_guidance(ts, tiny_path, noise="fixed-point", noise_options={"max_iterations": 2})
+    assert fixed.guidance_config.strategy.max_iterations == 2
     guidance.update_step(0, 0)  # t = 980 without the origin hop at -99: 10 hops + 1 prediction
     assert guidance(torch.rand(1, IMAGE, IMAGE, 3), prompt_utils(ts), **cameras(1))["model_evaluations"] == 11
 
@@ -228,14 +242,6 @@ def test_bad_step_range_raises(ts, tiny_path):
 def test_missing_model_folder_names_it(ts, tmp_path):
     with pytest.raises(OSError, match="no-such-model"):
         make_guidance(ts, str(tmp_path / "no-such-model"), local_files_only=True)
-
-
-def test_resolve_noise(ts):
-    resolve = ts.plugin.resolve_noise
-    assert resolve(True, None) == "inversion"
-    assert resolve(False, None) == "random"
-    assert resolve(True, "uncond-inversion") == "uncond-inversion"
-    assert resolve(False, "random") == "random"
 
 
 # ------------------------------------------------------------------ conditioning
@@ -306,7 +312,9 @@ def test_guidance_end_to_end(ts, tiny_path, preset, use_perp_neg, batch):
 
 def test_inversion_evaluations_follow_the_preset(ts, tiny_path):
     official = make_guidance(ts, tiny_path, preset="official", trainer_max_steps=10000)
-    paper = make_guidance(ts, tiny_path, preset="paper", trainer_max_steps=10000, overshoot=False)
+    paper = make_guidance(
+        ts, tiny_path, preset="paper", trainer_max_steps=10000, inversion={"overshoot": False}
+    )
     rgb = torch.rand(1, IMAGE, IMAGE, 3)
     official.update_step(0, 0)  # t = 980: grid -99, 1, ..., 901, then t' → 11 hops + 1 prediction
     assert official(rgb, prompt_utils(ts), **cameras(1))["model_evaluations"] == 12
@@ -319,7 +327,7 @@ def test_inversion_evaluations_follow_the_preset(ts, tiny_path):
 
 
 def test_sds_ablation_spends_one_evaluation(ts, tiny_path):
-    guidance = make_guidance(ts, tiny_path, enable_sdi=False)
+    guidance = make_guidance(ts, tiny_path, noise="random")
     out = guidance(torch.rand(2, IMAGE, IMAGE, 3), prompt_utils(ts, True), **cameras(2))
     assert out["model_evaluations"] == 1
     assert out["timestep"] == out["timestep_noisy"]
@@ -329,7 +337,9 @@ def test_sds_ablation_spends_one_evaluation(ts, tiny_path):
 @pytest.mark.parametrize("use_perp_neg", [False, True], ids=["cfg", "perp-neg"])
 def test_loss_gradient_is_sigma_times_eps_minus_kappa_through_the_vae(ts, tiny_path, preset, use_perp_neg):
     """∂loss/∂rgb = J_encodeᵀ (z0 − ẑ0)/N and z0 − ẑ0 = σ_t (ε̂ − κ) (overshoot off: t' = t)."""
-    guidance = make_guidance(ts, tiny_path, preset=preset, overshoot=False, trainer_max_steps=100)
+    guidance = make_guidance(
+        ts, tiny_path, preset=preset, inversion={"overshoot": False}, trainer_max_steps=100
+    )
     guidance.update_step(0, 30)
     rgb = torch.rand(2, 24, 24, 3, requires_grad=True)  # 24 px: exercises the resize to 32 px too
     state = guidance.generator.get_state()
@@ -778,7 +788,7 @@ def test_a_nan_inside_the_step_is_counted_and_never_reaches_the_render(ts, tiny_
 
     from threestudio_sdi.score_distillation import NonFiniteGuidanceWarning
 
-    guidance = make_guidance(ts, tiny_path, preset="official", overshoot=False)
+    guidance = make_guidance(ts, tiny_path, preset="official", inversion={"overshoot": False})
     unet = guidance.model.unet
     original = unet.forward
 

@@ -13,15 +13,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from threestudio_sdi.cfg import MAX_GUIDANCE_SCALE, Conditioning
-from threestudio_sdi.fixed_point import FixedPointConfig
-from threestudio_sdi.lab import METHODS, LabRun, distill_2d
-from threestudio_sdi.models.mixture import GaussianMixtureModel
+from threestudio_sdi.classifier_free import MAX_GUIDANCE_SCALE, Conditioning
+from threestudio_sdi.experimental.lab import METHODS, LabRun, distill_2d
+from threestudio_sdi.experimental.solvers import FixedPointConfig
+from threestudio_sdi.experimental.strategies import ResearchInversionNoise
 from threestudio_sdi.presets import PRESETS
 from threestudio_sdi.score_distillation import GuidanceConfig, NonFiniteGuidanceWarning, guidance_step
 from threestudio_sdi.strategies import InversionConfig, strategy_names
+from threestudio_sdi.testing.mixture import GaussianMixtureModel
 
-NOISE_STRATEGIES = strategy_names()
+NOISE_STRATEGIES = strategy_names()  # the experimental ones are registered by the import above
 
 PROPERTY = settings(
     max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -35,17 +36,21 @@ def digits() -> GaussianMixtureModel:
 
 
 scales = st.floats(-MAX_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE, allow_nan=False)
+accepted_inversions = st.builds(
+    InversionConfig,
+    guidance_scale=scales,
+    n_steps=st.integers(1, 1000),
+    eta=st.floats(0.0, 1.0),
+    overshoot=st.booleans(),
+)
 accepted_configs = st.builds(
     GuidanceConfig,
     preset=st.sampled_from(sorted(PRESETS)),
     noise=st.sampled_from([n for n in NOISE_STRATEGIES if n not in ("cached", "fixed-point")]),
     guidance_scale=scales,
-    inversion_guidance_scale=scales,
-    inversion_n_steps=st.integers(1, 1000),
-    inversion_eta=st.floats(0.0, 1.0),
-    overshoot=st.booleans(),
     cfg_mode=st.sampled_from([None, "standard", "quirk"]),
-)
+    inversion=accepted_inversions,
+).filter(lambda config: not getattr(config.strategy, "skip_origin", False) or config.preset == "official")
 
 
 def _run_step(model: Any, z0: torch.Tensor, t: int, cond: Any, config: GuidanceConfig, seed: int):  # noqa: ANN202
@@ -77,22 +82,28 @@ BAD_VALUES: dict[str, st.SearchStrategy] = {
         st.floats(MAX_GUIDANCE_SCALE, 1e12, exclude_min=True),
         st.floats(-1e12, -MAX_GUIDANCE_SCALE, exclude_max=True),
     ),
-    "inversion_guidance_scale": st.sampled_from([math.nan, -math.inf, 1e4, "strong"]),
-    "inversion_n_steps": st.one_of(st.integers(-5, 0), st.sampled_from([2.5, "ten", None])),
-    "inversion_eta": st.one_of(st.floats(-10, 0, exclude_max=True), st.floats(1, 10, exclude_min=True)),
     "preset": st.text(min_size=1, max_size=8).filter(lambda s: s not in PRESETS),
     "noise": st.text(min_size=1, max_size=8).filter(lambda s: s not in NOISE_STRATEGIES),
     "cfg_mode": st.text(min_size=1, max_size=8).filter(lambda s: s not in ("standard", "quirk")),
-    "overshoot": st.sampled_from([0, 1, "true", None]),
 }
 BAD_OPTIONS: dict[tuple[type, str], st.SearchStrategy] = {
-    (InversionConfig, "order"): st.sampled_from([0, 3, 1.5]),
-    (InversionConfig, "skip_origin"): st.sampled_from([0, 1, "yes", None]),
+    (InversionConfig, "guidance_scale"): st.sampled_from([math.nan, -math.inf, 1e4, "strong", "7.5"]),
+    (InversionConfig, "n_steps"): st.one_of(st.integers(-5, 0), st.sampled_from([2.5, "ten", None])),
+    (InversionConfig, "eta"): st.one_of(
+        st.floats(-10, 0, exclude_max=True), st.floats(1, 10, exclude_min=True)
+    ),
+    (InversionConfig, "overshoot"): st.sampled_from([0, 1, "true", None]),
+    (ResearchInversionNoise, "order"): st.sampled_from([0, 3, 1.5]),
+    (ResearchInversionNoise, "skip_origin"): st.sampled_from([0, 1, "yes", None]),
     (FixedPointConfig, "tolerance"): st.sampled_from([0.0, -1.0, math.nan]),
     (FixedPointConfig, "mixing"): st.sampled_from([0.0, 1.5, math.nan]),
     (FixedPointConfig, "max_iterations"): st.sampled_from([-1, 2.5, "ten"]),
 }
-PREFIX = {InversionConfig: "inversion", FixedPointConfig: "fixed_point"}
+PREFIX = {
+    InversionConfig: "inversion",
+    ResearchInversionNoise: "noise_options",
+    FixedPointConfig: "fixed_point",
+}
 
 
 @PROPERTY
@@ -136,7 +147,7 @@ def test_nan_inside_a_step_zeroes_the_loss_and_names_the_quantity(
 ) -> None:
     model = NaNOnDemand(digits, bad, value)
     z0 = digits.sample(3, cond=1, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
-    config = GuidanceConfig(overshoot=False)
+    config = GuidanceConfig(inversion=InversionConfig(overshoot=False))
     with pytest.warns(NonFiniteGuidanceWarning, match=quantity):
         out = guidance_step(model, z0, 500, Conditioning(cond=1), config)
     out.loss.backward()
@@ -244,7 +255,8 @@ def test_distillation_is_bit_identical_for_a_seed(digits: GaussianMixtureModel, 
 
 def test_guidance_steps_are_bit_identical_on_the_tiny_stack(tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
-    from threestudio_sdi.models import load_stable_diffusion, tiny_stable_diffusion
+    from threestudio_sdi.models import load_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     parts = load_stable_diffusion(tiny_stable_diffusion(tmp_path), local_files_only=True)
     cond = Conditioning(cond=parts.prompts.encode(["a hamburger"]))
@@ -268,7 +280,8 @@ def test_guidance_steps_are_bit_identical_on_the_tiny_stack(tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def tiny_parts(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     pytest.importorskip("diffusers")
-    from threestudio_sdi.models import load_stable_diffusion, tiny_stable_diffusion
+    from threestudio_sdi.models import load_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     return load_stable_diffusion(
         tiny_stable_diffusion(tmp_path_factory.mktemp("tiny")), local_files_only=True
@@ -277,7 +290,7 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    config=accepted_configs.filter(lambda c: c.inversion_n_steps <= 50),
+    config=accepted_configs.filter(lambda c: c.inversion.n_steps <= 50),
     t=st.integers(1, 999),
     seed=st.integers(0, 2**31 - 1),
 )

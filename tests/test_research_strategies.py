@@ -22,8 +22,21 @@ from test_fixed_point import CountingModel, relative_error
 from test_fixed_point import closed_form as closed_form_fixed_point
 from torch import Tensor
 
-from threestudio_sdi.cfg import Conditioning, Guide
-from threestudio_sdi.fixed_point import (
+from threestudio_sdi.classifier_free import Conditioning, Guide
+from threestudio_sdi.experimental.lab3d.cameras import camera_rays, make_cameras
+from threestudio_sdi.experimental.lab3d.distill import DistillSettings, distill_3d
+from threestudio_sdi.experimental.lab3d.experiment import Lab3D, LabSettings
+from threestudio_sdi.experimental.lab3d.methods import RESEARCH_METHODS, get_method
+from threestudio_sdi.experimental.lab3d.noise_field import (
+    AssetNoise,
+    NoiseField,
+    draw_noise_field,
+    render_noise,
+)
+from threestudio_sdi.experimental.lab3d.renderer import RenderSettings, ray_box_interval
+from threestudio_sdi.experimental.lab3d.run_context import RunContext
+from threestudio_sdi.experimental.lab3d.shared_choice import shared_preference
+from threestudio_sdi.experimental.solvers import (
     JVP_EVALUATIONS,
     _dense_jacobian,
     _gmres_direction,
@@ -32,26 +45,14 @@ from threestudio_sdi.fixed_point import (
     newton_krylov,
     refine_fixed_point,
 )
-from threestudio_sdi.lab3d.cameras import camera_rays, make_cameras
-from threestudio_sdi.lab3d.distill import DistillSettings, distill_3d
-from threestudio_sdi.lab3d.experiment import Lab3D, LabSettings
-from threestudio_sdi.lab3d.methods import RESEARCH_METHODS, get_method
-from threestudio_sdi.lab3d.noise_field import AssetNoise, NoiseField, draw_noise_field, render_noise
-from threestudio_sdi.lab3d.renderer import RenderSettings, ray_box_interval
-from threestudio_sdi.lab3d.run_context import RunContext
-from threestudio_sdi.lab3d.shared_choice import shared_preference
-from threestudio_sdi.models.gaussian import GaussianModel
-from threestudio_sdi.models.mixture import GaussianMixtureModel
+from threestudio_sdi.experimental.strategies import ConsistentNoise, NewtonKrylovNoise, OdeTarget
+from threestudio_sdi.experimental.strategies.ode_target import ode_grid, solve_ode_target
 from threestudio_sdi.prediction import predict_x0
-from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
-from threestudio_sdi.strategies import (
-    ConsistentNoise,
-    OdeTarget,
-    StepContext,
-    make_strategy,
-    strategy_names,
-)
-from threestudio_sdi.strategies.ode_target import ode_grid, solve_ode_target
+from threestudio_sdi.schedule import NoiseSchedule
+from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step, step_context
+from threestudio_sdi.strategies import InversionConfig, make_strategy, strategy_names
+from threestudio_sdi.testing.gaussian import GaussianModel
+from threestudio_sdi.testing.mixture import GaussianMixtureModel
 
 RESEARCH = ("newton-krylov", "safeguarded-anderson", "consistent-noise", "ode-target")
 
@@ -218,7 +219,7 @@ def test_partial_consistency_mixes_the_field_with_a_fresh_draw(fresh_seed: int) 
     z0 = model.sample(2, torch.Generator().manual_seed(fresh_seed))
 
     def kappa(noise: Any) -> Tensor:
-        config = GuidanceConfig(noise=noise, overshoot=False)
+        config = GuidanceConfig(noise=noise, inversion=InversionConfig(overshoot=False))
         generator = torch.Generator().manual_seed(fresh_seed)
         return guidance_step(model, z0, 400, Conditioning(), config, generator=generator).noise
 
@@ -255,18 +256,19 @@ def test_the_shared_component_is_one_value_per_channel_for_the_whole_run(fresh_s
     assert torch.equal(kappa(ConsistentNoise(seed=fresh_seed, shared=0.0)), field)
 
 
-def test_sdi_guidance_refuses_consistent_noise_by_name() -> None:
-    """By name it would be one image for every view; in 3D the field must live on the asset."""
+def test_sdi_guidance_builds_every_research_strategy_by_name_with_its_options() -> None:
+    """The one ``noise`` switch reaches every research strategy, with ``noise_options`` as its fields."""
     pytest.importorskip("omegaconf")
     from threestudio_standin.activate import standin_threestudio
 
     with standin_threestudio():
-        from threestudio_sdi.threestudio.guidance import resolve_noise, threed_noise_strategies
+        from threestudio_sdi.threestudio.guidance import noise_strategy
 
-        assert "consistent-noise" not in threed_noise_strategies()
-        assert {"newton-krylov", "safeguarded-anderson", "ode-target"} <= set(threed_noise_strategies())
-        with pytest.raises(ValueError, match="noise must be one of"):
-            resolve_noise(True, "consistent-noise")
+        assert noise_strategy("newton-krylov", {"krylov_dim": 3}) == NewtonKrylovNoise(krylov_dim=3)
+        assert noise_strategy("ode-target", {"steps": 4}) == OdeTarget("inversion", steps=4)
+        assert noise_strategy("consistent-noise", {"shared": 0.1}) == ConsistentNoise(shared=0.1)
+        with pytest.raises(ValueError, match="system.guidance.noise='safeguarded-anderson'.*memry"):
+            noise_strategy("safeguarded-anderson", {"memry": 2})
 
 
 def _one_camera(azimuth: float) -> Any:
@@ -329,7 +331,7 @@ def test_an_empty_asset_shows_the_background_and_an_opaque_one_its_first_voxel()
 def test_asset_noise_needs_the_cameras() -> None:
     model = GaussianModel(shape=(3, 4, 4))
     noise = AssetNoise(draw_noise_field(0, resolution=4), lambda: torch.zeros(4, 4, 4), RenderSettings(4, 4))
-    step = StepContext(model, torch.zeros(1, 3, 4, 4), 500, Conditioning(), GuidanceConfig(), model.schedule)
+    step = step_context(model, torch.zeros(1, 3, 4, 4), 500, Conditioning(), GuidanceConfig())
     with pytest.raises(ValueError, match="cameras"):
         noise(step)
 
@@ -367,7 +369,7 @@ def test_the_ode_target_converges_to_the_gaussians_flow(fresh_seed: int) -> None
     ratio = ((variances + schedule.sigma(t_end) ** 2) / (variances + schedule.sigma(t) ** 2)).sqrt()
     x_end = schedule.alpha_bar(t_end).sqrt() * x_t / schedule.alpha_bar(t).sqrt() * ratio
     exact = predict_x0(x_end, model.model.predict_noise(x_end, t_end), schedule.alpha_bar(t_end))
-    step = StepContext(model, x_t, t, Conditioning(), GuidanceConfig(), schedule)
+    step = step_context(model, x_t, t, Conditioning(), GuidanceConfig(), schedule)
     errors = []
     for k in (3, 9, 33, 129):
         model.calls = 0
@@ -406,7 +408,8 @@ def test_each_research_method_runs_in_the_3d_lab(name: str) -> None:
 def test_the_research_strategies_run_through_the_tiny_stable_diffusion(tmp_path: Any) -> None:
     """Forward-mode AD (Newton–Krylov's JVPs) and the ODE solve go through diffusers' UNet, with CFG."""
     pytest.importorskip("diffusers")
-    from threestudio_sdi.models import load_stable_diffusion, tiny_stable_diffusion
+    from threestudio_sdi.models import load_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     parts = load_stable_diffusion(tiny_stable_diffusion(tmp_path / "tiny-sd"), local_files_only=True)
     cond, uncond = parts.prompts.encode(["a cat"]), parts.prompts.encode([""])
@@ -426,7 +429,9 @@ def test_the_shared_preference_is_the_variant_whose_mean_colour_g_favours(fresh_
     seed = fresh_seed % 1000
     rows = lab.truth_turntables(class_index)
     means = torch.stack([v.double().mean(dim=(0, 2, 3)) for k, v in rows.items() if k.startswith("truth")])
-    step = StepContext(None, torch.zeros(1, 3, 2, 2), 500, Conditioning(), GuidanceConfig(), None)
+    step = step_context(
+        None, torch.zeros(1, 3, 2, 2), 500, Conditioning(), GuidanceConfig(), NoiseSchedule.stable_diffusion()
+    )
     g = ConsistentNoise(seed=seed, shared=1.0).shared_component(step)[0, :, 0, 0]
     expected = ((means - means.mean(dim=0)) @ g).tolist()
     choice, scores = shared_preference(lab, class_index, seed)

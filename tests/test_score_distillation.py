@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 
-from threestudio_sdi.cfg import Conditioning, combine_cfg, combine_perp_neg, guided_epsilon
-from threestudio_sdi.models.gaussian import GaussianModel
-from threestudio_sdi.models.mixture import GaussianMixtureModel
+from threestudio_sdi.classifier_free import Conditioning, combine_cfg, combine_perp_neg, guided_epsilon
 from threestudio_sdi.presets import draw_overshoot, get_preset, inversion_timesteps
 from threestudio_sdi.schedule import NoiseSchedule
-from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
+from threestudio_sdi.score_distillation import GuidanceConfig, NonFiniteGuidanceWarning, guidance_step
+from threestudio_sdi.strategies import InversionConfig
+from threestudio_sdi.testing.gaussian import GaussianModel
+from threestudio_sdi.testing.mixture import GaussianMixtureModel
 from threestudio_sdi.timesteps import annealed_timestep, random_timestep
 
 
@@ -27,7 +28,7 @@ def test_official_grid_and_evaluation_counts(zero_model) -> None:  # noqa: ANN00
     assert inversion_timesteps(250, 299, 10, preset, 1000, 1) == [-99, 1, 101, 201, 299]
     z0 = torch.zeros(1, 4, 2, 2)
     for t, hops in ((980, 11), (250, 4)):
-        config = GuidanceConfig(preset="official", overshoot=False)
+        config = GuidanceConfig(preset="official", inversion=InversionConfig(overshoot=False))
         out = guidance_step(zero_model, z0, t, Conditioning(cond="prompt"), config)
         assert out.model_evaluations == hops + 1
         assert out.t_prime == t
@@ -40,7 +41,11 @@ def test_paper_grid_and_evaluation_counts(zero_model) -> None:  # noqa: ANN001
     assert inversion_timesteps(500, 510, 10, preset, 1000) == [0, 100, 200, 300, 400, 510]
     for t, hops in ((980, 10), (250, 3), (999, 10), (50, 1)):
         out = guidance_step(
-            zero_model, torch.zeros(2, 3), t, Conditioning(cond=1), GuidanceConfig(overshoot=False)
+            zero_model,
+            torch.zeros(2, 3),
+            t,
+            Conditioning(cond=1),
+            GuidanceConfig(inversion=InversionConfig(overshoot=False)),
         )
         assert out.model_evaluations == hops + 1
 
@@ -77,7 +82,7 @@ def test_paper_eta_is_added_once_at_the_end(zero_model) -> None:  # noqa: ANN001
             z0,
             t,
             Conditioning(cond=0),
-            GuidanceConfig(inversion_eta=eta),
+            GuidanceConfig(inversion=InversionConfig(eta=eta)),
             generator=torch.Generator().manual_seed(7),
         )
         for eta in (0.0, 0.3)
@@ -97,7 +102,7 @@ def test_loss_gradient_is_sigma_times_noise_difference(digits: GaussianMixtureMo
         z0,
         t,
         Conditioning(cond=2),
-        GuidanceConfig(overshoot=False, inversion_eta=0.0),
+        GuidanceConfig(inversion=InversionConfig(overshoot=False, eta=0.0)),
         generator=generator,
     )
     out.loss.backward()
@@ -145,7 +150,7 @@ def test_positive_guidance_moves_samples_toward_the_class(
     (The log posterior itself saturates at 0 for well-separated classes; the margin does not. Over
     seeds 0-59 the margin at γ = 4 was at least 1.34x the margin at γ = 1.)
     """
-    from threestudio_sdi.lab import LabRun, sample_reference_2d
+    from threestudio_sdi.experimental.lab import LabRun, sample_reference_2d
 
     target = fresh_seed % 10
     margins = []
@@ -175,15 +180,19 @@ def test_random_timestep_covers_its_range() -> None:
 
 
 BAD_CONFIGS = [
-    ({"inversion_n_steps": 0}, "inversion_n_steps"),
-    ({"inversion_n_steps": 2.5}, "inversion_n_steps"),
-    ({"inversion_eta": -0.1}, "inversion_eta"),
     ({"guidance_scale": math.nan}, "guidance_scale"),
-    ({"inversion_guidance_scale": math.inf}, "inversion_guidance_scale"),
+    ({"guidance_scale": "7.5"}, "guidance_scale"),
     ({"preset": "fast"}, "preset"),
     ({"noise": "gaussian"}, "noise"),
     ({"cfg_mode": "cfg++"}, "cfg_mode"),
-    ({"overshoot": "yes"}, "overshoot"),
+    ({"inversion": {"n_steps": 10}}, "inversion must be an InversionConfig"),
+]
+BAD_INVERSIONS = [
+    ({"n_steps": 0}, "inversion.n_steps"),
+    ({"n_steps": 2.5}, "inversion.n_steps"),
+    ({"eta": -0.1}, "inversion.eta"),
+    ({"guidance_scale": math.inf}, "inversion.guidance_scale"),
+    ({"overshoot": "yes"}, "inversion.overshoot"),
 ]
 
 
@@ -191,6 +200,12 @@ BAD_CONFIGS = [
 def test_bad_settings_raise_value_error_naming_them(settings: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         GuidanceConfig(**settings)
+
+
+@pytest.mark.parametrize(("settings", "key"), BAD_INVERSIONS)
+def test_bad_inversion_settings_raise_value_error_naming_them(settings: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        InversionConfig(**settings)
 
 
 @pytest.mark.parametrize(
@@ -263,3 +278,42 @@ def test_gaussian_model_cfg_is_a_no_op() -> None:
     torch.testing.assert_close(
         guided_epsilon(model, x, 300, Conditioning(cond=0), 7.5), model.predict_noise(x, 300, None)
     )
+
+
+@pytest.mark.parametrize(
+    ("z0", "message"),
+    [
+        (torch.zeros(2, 3, dtype=torch.long), "z0 must be a floating-point tensor, got torch.int64"),
+        (torch.zeros(2, 3, dtype=torch.bool), "z0 must be a floating-point tensor, got torch.bool"),
+        (torch.zeros(2, 3, dtype=torch.complex64), "z0 must be a floating-point tensor, got torch.complex64"),
+        ([[0.0, 1.0]], "z0 must be a floating-point tensor, got list"),
+    ],
+)
+def test_a_z0_that_is_not_a_float_tensor_is_named(zero_model, z0, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=message):
+        guidance_step(zero_model, z0, 500, Conditioning(cond=1), GuidanceConfig())
+
+
+def test_a_generator_that_is_not_one_is_named(zero_model) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="generator must be a torch.Generator or None, got int"):
+        guidance_step(zero_model, torch.zeros(1, 3), 500, Conditioning(cond=1), GuidanceConfig(), generator=7)
+
+
+class EchoModel:
+    """ε̂ = x_t: its target ẑ0 = x_t (1 − sqrt(1 − ᾱ))/sqrt(ᾱ) is far from z0 when z0 is large."""
+
+    prediction_type = "epsilon"
+    alphas_cumprod = NoiseSchedule.stable_diffusion().alphas_cumprod
+
+    def predict_noise(self, x_t: torch.Tensor, t: int, cond: object) -> torch.Tensor:
+        return x_t
+
+
+def test_a_huge_z0_overflows_no_loss_silently() -> None:
+    """z0 = 1e30 is finite, but ½(z0 − ẑ0)² overflows float32: that view's loss is zeroed and named."""
+    z0 = torch.zeros(2, 4, 4)
+    z0[1] = 1e30
+    with pytest.warns(NonFiniteGuidanceWarning, match="view 1: the loss"):
+        out = guidance_step(EchoModel(), z0, 500, Conditioning(cond=1), GuidanceConfig(noise="random"))
+    assert out.nonfinite == {1: "the loss ½(z0 − ẑ0)² (overflow)"} and torch.isfinite(out.loss)
+    assert torch.equal(out.target[1], z0[1])

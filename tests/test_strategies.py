@@ -7,25 +7,26 @@ threestudio plugin's noise switch, by name.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
 import torch
 
-from threestudio_sdi.cfg import Conditioning
-from threestudio_sdi.lab import LabRun, distill_2d
-from threestudio_sdi.models.gaussian import GaussianModel
+from threestudio_sdi.classifier_free import Conditioning
+from threestudio_sdi.experimental.lab import LabRun, distill_2d
 from threestudio_sdi.prediction import predict_x0
 from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
 from threestudio_sdi.strategies import (
-    InversionConfig,
-    InversionNoise,
     NoiseEstimate,
     StepContext,
     make_strategy,
     register_strategy,
     strategy_names,
+    strategy_options,
 )
+from threestudio_sdi.testing.gaussian import GaussianModel
 
 
 @register_strategy("zero-noise")
@@ -38,7 +39,18 @@ class ZeroNoise:
 
 
 def test_the_built_in_strategies_are_registered() -> None:
-    assert {"random", "cached", "inversion", "uncond-inversion", "fixed-point"} <= set(strategy_names())
+    assert {"random", "cached", "inversion", "uncond-inversion"} <= set(strategy_names())
+
+
+def test_a_research_name_loads_the_experimental_package() -> None:
+    """Research strategies register when a name asks for them (a fresh interpreter: nothing else loaded)."""
+    code = (
+        "import sys; from threestudio_sdi.score_distillation import GuidanceConfig;"
+        "GuidanceConfig(); assert not any(m.startswith('threestudio_sdi.experimental') for m in sys.modules);"
+        "config = GuidanceConfig(noise='fixed-point'); print(type(config.strategy).__module__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "threestudio_sdi.experimental.strategies.fixed_point"
 
 
 def test_a_new_strategy_runs_by_name_with_a_known_answer(fresh_seed: int) -> None:
@@ -67,10 +79,11 @@ def test_a_new_strategy_is_accepted_by_the_plugin_switch() -> None:
     from threestudio_standin.activate import standin_threestudio
 
     with standin_threestudio():
-        from threestudio_sdi.threestudio.guidance import resolve_noise, threed_noise_strategies
+        from threestudio_sdi.threestudio.guidance import noise_strategy
 
-        assert "zero-noise" in threed_noise_strategies() and "cached" not in threed_noise_strategies()
-        assert resolve_noise(True, "zero-noise") == "zero-noise"
+        assert noise_strategy("zero-noise", {}) == ZeroNoise()
+        with pytest.raises(ValueError, match="noise='cached' takes the caller's κ"):
+            noise_strategy("cached", {})
 
 
 def test_unknown_names_list_the_known_ones() -> None:
@@ -83,17 +96,29 @@ def test_a_name_belongs_to_one_class() -> None:
         register_strategy("zero-noise")(type("Impostor", (), {}))
 
 
-def test_make_strategy_passes_only_the_blocks_a_strategy_takes() -> None:
-    options = {"inversion": InversionConfig(skip_origin=True), "unrelated": object()}
-    assert make_strategy("inversion", **options) == InversionNoise(InversionConfig(skip_origin=True))
-    assert make_strategy("zero-noise", **options) == ZeroNoise()
+def test_make_strategy_takes_the_strategys_fields_and_names_a_misspelt_one() -> None:
+    assert make_strategy("zero-noise") == ZeroNoise() and strategy_options("zero-noise") == ()
+    strategy = make_strategy("research-inversion", {"skip_origin": True})
+    assert strategy.name == "research-inversion" and strategy.skip_origin
+    assert strategy_options("research-inversion") == ("order", "skip_origin", "adaptive_steps")
+    with pytest.raises(
+        ValueError,
+        match=r"noise_options.skip_orign is not an option of noise='research-inversion'; its options: order, skip_origin, adaptive_steps",
+    ):
+        make_strategy("research-inversion", {"skip_orign": True})
+    with pytest.raises(
+        ValueError, match=r"noise_options.order is not an option of noise='inversion'; its options: none"
+    ):
+        make_strategy("inversion", {"order": 2})
 
 
 def test_a_strategy_instance_carries_its_options_and_is_checked_against_the_preset() -> None:
-    config = GuidanceConfig(preset="official", noise=InversionNoise(InversionConfig(skip_origin=True)))
-    assert config.strategy.name == "inversion" and config.strategy.inversion.skip_origin
+    config = GuidanceConfig(
+        preset="official", noise=make_strategy("research-inversion", {"skip_origin": True})
+    )
+    assert config.strategy.name == "research-inversion" and config.strategy.skip_origin
     with pytest.raises(ValueError, match="skip_origin applies to the 'official' grid only"):
-        GuidanceConfig(preset="paper", noise=InversionNoise(InversionConfig(skip_origin=True)))
+        GuidanceConfig(preset="paper", noise=make_strategy("research-inversion", {"skip_origin": True}))
     with pytest.raises(ValueError, match="noise must be a strategy name or a registered strategy"):
         GuidanceConfig(noise=lambda step: None)
 

@@ -9,9 +9,10 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from threestudio_sdi.lab import LabRun, distill_2d, lab_timesteps, sample_reference_2d  # noqa: E402
-from threestudio_sdi.models import load_stable_diffusion, tiny_stable_diffusion  # noqa: E402
+from threestudio_sdi.experimental.lab import LabRun, distill_2d, lab_timesteps, sample_reference_2d  # noqa: E402
+from threestudio_sdi.models import load_stable_diffusion  # noqa: E402
 from threestudio_sdi.score_distillation import GuidanceConfig  # noqa: E402
+from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion  # noqa: E402
 
 
 @pytest.fixture(scope="module")

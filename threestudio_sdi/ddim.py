@@ -5,12 +5,13 @@ A hop a → b with the noise prediction ε̂ = ε_θ(x_a, a, y) (either directio
     x̂0 = (x_a − sqrt(1−ᾱ_a) ε̂) / sqrt(ᾱ_a),      x_b = sqrt(ᾱ_b) x̂0 + sqrt(1−ᾱ_b) ε̂.
 
 In x̄ = x / sqrt(ᾱ) and σ = sqrt((1−ᾱ)/ᾱ) the hop is Euler's step x̄_b = x̄_a + (σ_b − σ_a) ε̂ of the
-ODE dx̄/dσ = ε_θ; :func:`ddim_invert` with ``order=2`` replaces ε̂ by the two-step Adams–Bashforth
-extrapolation of the last two evaluations (same evaluations per hop, second order in σ).
+ODE dx̄/dσ = ε_θ.
 
 Each sampler is a short function over one denoiser (:mod:`threestudio_sdi.denoiser`), with
 a ``callback`` receiving a dict per step and a tqdm progress bar that ``disable=True`` turns off,
-after k-diffusion's ``sampling.py``.
+after k-diffusion's ``sampling.py``. Arguments are checked once, on entry; the hop loops read ᾱ from
+the schedule's table on the tensors' device (:meth:`~threestudio_sdi.schedule.NoiseSchedule.alpha_bar`
+with ``like``), so no hop copies from or waits for the host.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .cfg import Conditioning, guided_epsilon
+from .classifier_free import Conditioning, check_cfg_mode, guided_epsilon
 from .errors import check_choice, check_int, check_range
 from .noise import randn_like
 from .prediction import predict_x0
 from .schedule import NoiseSchedule
 
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
-INVERSION_ORDERS = (1, 2)
 Callback = Callable[[dict[str, Any]], None]
 
 
@@ -70,26 +70,6 @@ def ddim_sigma(alpha_from: Tensor, alpha_to: Tensor) -> Tensor:
     return ((1 - alpha_to) / (1 - alpha_from) * (1 - alpha_from / alpha_to)).clamp_min(0).sqrt()
 
 
-def adams_bashforth_epsilon(
-    epsilon: Tensor, previous_epsilon: Tensor, sigma_previous: Tensor, sigma_a: Tensor, sigma_b: Tensor
-) -> Tensor:
-    """ε̂ of a second-order multistep hop a → b from the evaluations at σ_previous and σ_a.
-
-    Two-step Adams–Bashforth with variable steps on dx̄/dσ = ε: with h = σ_b − σ_a and
-    h' = σ_a − σ_previous, ε_eff = ε_a + h/(2h') (ε_a − ε_previous); :func:`ddim_hop` with ε_eff is
-    then x̄_b = x̄_a + h ε_eff. Exact when ε is affine in σ along the path.
-    """
-    ratio = ((sigma_b - sigma_a) / (2 * (sigma_a - sigma_previous))).to(epsilon)
-    return epsilon + ratio * (epsilon - previous_epsilon)
-
-
-def check_inversion_order(order: object) -> int:
-    """``order`` if it is one of :data:`INVERSION_ORDERS`, else ValueError naming ``inversion.order``."""
-    if check_int("inversion.order", order) not in INVERSION_ORDERS:
-        raise ValueError(f"inversion.order must be one of {INVERSION_ORDERS}, got {order!r}")
-    return int(order)
-
-
 def _check_timesteps(name: str, timesteps: Sequence[int], schedule: NoiseSchedule) -> list[int]:
     steps = [int(t) for t in timesteps]
     if len(steps) < 2:
@@ -123,6 +103,7 @@ def sample_ddim(
     schedule = NoiseSchedule.of_model(model)
     conditioning = conditioning or Conditioning()
     eta = check_range("eta", eta, 0.0)
+    check_cfg_mode(cfg_mode)
     steps = [int(t) for t in timesteps]
     if not steps:
         raise ValueError("timesteps must not be empty")
@@ -130,14 +111,14 @@ def sample_ddim(
         raise ValueError(f"sampling timesteps must be strictly decreasing, got {steps}")
     denoised = x
     for i, t in enumerate(tqdm(steps, disable=disable, desc="DDIM", leave=False)):
-        alpha_t = schedule.alpha_bar(t)
+        alpha_t = schedule.alpha_bar(t, like=x)
         eps = guided_epsilon(model, x, t, conditioning, guidance_scale, cfg_mode, schedule)
         denoised = predict_x0(x, eps, alpha_t)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "denoised": denoised, "eps": eps})
         if i + 1 < len(steps):
-            alpha_next = schedule.alpha_bar(steps[i + 1]).to(x)
-            sigma = eta * ddim_sigma(alpha_t.to(x), alpha_next)
+            alpha_next = schedule.alpha_bar(steps[i + 1], like=x)
+            sigma = eta * ddim_sigma(alpha_t, alpha_next)
             direction = (1 - alpha_next - sigma**2).clamp_min(0).sqrt() * eps
             x = alpha_next.sqrt() * denoised + direction
             if eta > 0:
@@ -172,7 +153,6 @@ def ddim_invert(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     disable: bool | None = True,
-    order: int = 1,
 ) -> InversionResult:
     """DDIM inversion (Song et al., 2021 §4.3; Mokady et al., 2023) of z0 along ascending ``timesteps``.
 
@@ -180,38 +160,31 @@ def ddim_invert(
     released SDI code does at −99). Each hop a → b evaluates ε̂ = CFG(x, a, γ) and applies
     :func:`ddim_hop`; with ``eta`` > 0 it then adds η·ς_{a,b}·n, ς the DDIM σ of the reverse step
     b → a (the released code's per-hop entropy). No gradient flows through inversion.
-
-    ``order=2`` is a multistep second-order inversion at the same cost (one evaluation per hop): from
-    the second hop on, the hop uses :func:`adams_bashforth_epsilon` of this hop's and the previous
-    hop's ε̂ (the first hop is DDIM's). ``order=1`` (default) is plain DDIM inversion. The callback's
-    ``"eps"`` is always the evaluated ε̂, not the extrapolation.
     """
     schedule = NoiseSchedule.of_model(model)
     conditioning = conditioning or Conditioning()
     eta = check_range("inversion_eta", eta, 0.0)
-    order = check_inversion_order(order)
+    check_cfg_mode(cfg_mode)
     steps = _check_timesteps("inversion timesteps", timesteps, schedule)
     if any(b <= a for a, b in zip(steps, steps[1:])):
         raise ValueError(f"inversion timesteps must be strictly increasing, got {steps}")
     x = z0.detach()
     hops = list(zip(steps, steps[1:]))
-    previous: tuple[Tensor, Tensor] | None = None
     for i, (a, b) in enumerate(tqdm(hops, disable=disable, desc="DDIM inversion", leave=False)):
-        alpha_a, alpha_b = schedule.alpha_bar(a).to(x), schedule.alpha_bar(b).to(x)
+        alpha_a, alpha_b = schedule.alpha_bar(a, like=x), schedule.alpha_bar(b, like=x)
         eps = guided_epsilon(model, x, a, conditioning, guidance_scale, cfg_mode, schedule)
-        if order == 1:
-            x = ddim_hop(x, eps, alpha_a, alpha_b)
-        else:
-            sigma_a, sigma_b = schedule.sigma(a), schedule.sigma(b)
-            step_eps = eps
-            if previous is not None:
-                step_eps = adams_bashforth_epsilon(eps, previous[1], previous[0], sigma_a, sigma_b)
-            previous = (sigma_a, eps)
-            x = ddim_hop(x, step_eps, alpha_a, alpha_b)
+        x = ddim_hop(x, eps, alpha_a, alpha_b)
         if eta > 0:
             x = x + eta * ddim_sigma(alpha_b, alpha_a) * randn_like(x, generator)
         if callback is not None:
             callback({"x": x, "i": i, "t": b, "eps": eps})
-    alpha_end = schedule.alpha_bar(steps[-1]).to(x)
-    noise = (x - alpha_end.sqrt() * z0.detach()) / (1 - alpha_end).sqrt()
-    return InversionResult(x=x, noise=noise, model_evaluations=len(hops))
+    return InversionResult(
+        x=x,
+        noise=noise_of(x, z0.detach(), schedule.alpha_bar(steps[-1], like=x)),
+        model_evaluations=len(hops),
+    )
+
+
+def noise_of(x_t: Tensor, z0: Tensor, alpha_bar: Tensor) -> Tensor:
+    """κ = (x_t − sqrt(ᾱ) z0) / sqrt(1 − ᾱ), the noise that explains z0 at the level of x_t."""
+    return (x_t - alpha_bar.sqrt() * z0) / (1 - alpha_bar).sqrt()

@@ -17,8 +17,8 @@ Optional attributes, used when present:
   (entries may be None) from **one** network call; :func:`threestudio_sdi.prediction.predict_branches`
   uses it for classifier-free guidance and Perp-Neg, falling back to one ``predict_noise`` per branch.
 * ``view_conditioned = True``: the model is conditioned on the camera of each view (Zero123, MVDream,
-  the exact prior of :mod:`threestudio_sdi.lab3d`); both methods above then receive
-  ``cameras=`` (:class:`threestudio_sdi.cfg.Cameras` or None) as a keyword argument.
+  the exact prior of :mod:`threestudio_sdi.experimental.lab3d`); both methods above then receive
+  ``cameras=`` (:class:`threestudio_sdi.classifier_free.Cameras` or None) as a keyword argument.
 
 Negative timesteps mean "before the first training step" and use ``initial_alpha_cumprod``: the
 released SDI code evaluates the network at timestep −99 at the origin of its inversion.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -10,11 +11,10 @@ from torch import Tensor
 
 
 def check_finite_number(name: str, value: object) -> float:
-    """``float(value)``, or ValueError if it is not a finite real number."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
+    """``float(value)``, or ValueError if it is not a finite real number (a string or a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return number
@@ -104,11 +104,14 @@ def check_finite_tensor(name: str, tensor: Tensor) -> None:
 def nonfinite_views(tensors: Mapping[str, Tensor]) -> dict[int, str]:
     """{view b: the name of the first tensor (in the mapping's order) with NaN or ±Inf in row b}.
 
-    Every tensor is a batch [B, ...]; the result is empty when everything is finite.
+    Every tensor is a batch [B, ...] on one device; the result is empty when everything is finite. The
+    [tensors, B] mask of finite rows is built on the device and read back once.
     """
+    names = list(tensors)
+    finite = torch.stack(
+        [value.detach().reshape(value.shape[0], -1).isfinite().all(dim=1) for value in tensors.values()]
+    )
     bad: dict[int, str] = {}
-    for name, tensor in tensors.items():
-        finite = tensor.detach().reshape(tensor.shape[0], -1).isfinite().all(dim=1)
-        for view in torch.nonzero(~finite).flatten().tolist():
-            bad.setdefault(view, name)
+    for index, view in torch.nonzero((~finite).cpu()).tolist():
+        bad.setdefault(view, names[index])
     return dict(sorted(bad.items()))

@@ -17,7 +17,6 @@ from typing import Any
 from torch import Tensor
 
 from .denoiser import PREDICTION_TYPES
-from .errors import check_choice
 
 
 def epsilon_from_output(output: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
@@ -57,7 +56,7 @@ def add_noise(x0: Tensor, noise: Tensor, alpha_bar: Tensor) -> Tensor:
 
 
 def predict_x0(x_t: Tensor, epsilon: Tensor, alpha_bar: Tensor) -> Tensor:
-    """x̂0 = (x_t − sqrt(1−ᾱ) ε) / sqrt(ᾱ), the one-step denoised image (SPEC §1)."""
+    """x̂0 = (x_t − sqrt(1−ᾱ) ε) / sqrt(ᾱ), the one-step denoised image (docs/method.md §1)."""
     alpha = alpha_bar.to(x_t)
     return (x_t - (1 - alpha).sqrt() * epsilon) / alpha.sqrt()
 
@@ -70,9 +69,8 @@ def predict_branches(
     One call of ``model.predict_noise_batched`` when the model has it (the diffusers model puts
     every branch in a single UNet batch), else one ``predict_noise`` call per branch. A
     view-conditioned model (``model.view_conditioned``) also receives ``cameras=cameras``. Every
-    output is checked to have the shape of ``x_t``.
+    output is checked to have the shape of ``x_t`` (a comparison of Python ints: no device work).
     """
-    check_choice("model.prediction_type", model.prediction_type, PREDICTION_TYPES)
     extra = {"cameras": cameras} if getattr(model, "view_conditioned", False) else {}
     batched = getattr(model, "predict_noise_batched", None)
     if batched is not None:

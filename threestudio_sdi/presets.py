@@ -1,4 +1,4 @@
-"""The two SDI presets (SPEC §3) and the inversion grid and overshoot δ each one implies.
+"""The two SDI presets (docs/method.md §3) and the inversion grid and overshoot δ each one implies.
 
 | key                  | ``paper`` (eqs. + App. A)          | ``official`` (released code)                  |
 |----------------------|------------------------------------|-----------------------------------------------|
@@ -12,15 +12,6 @@
 −99, 1, 101, …, 901: 11 evaluations at t = 980, 4 at t = 250). The paper grid starts at timestep 0
 (z0 taken as x_0) and spends ⌈n t / T⌉ evaluations: the paper's int(10 t) hops plus the partial one
 to t' (10 at t = 980, 3 at t = 250).
-
-Research options that spend fewer evaluations (both off by default):
-
-* ``skip_origin`` (``official`` grid only): drop the origin −(T/n − offset), whose hop to ``offset``
-  spends one evaluation to move z0 from ᾱ_0 to ᾱ_offset (a near no-op: 0.99915 → 0.99830 for SD);
-  z0 is taken as x at ``offset`` instead. One evaluation fewer at every t (10 at t = 980, 3 at t = 250).
-* ``adaptive_steps`` (:func:`adaptive_inversion_steps`): the grid of n_eff = max(1, ⌊n·t/T + ½⌋)
-  steps instead of n, so about n·(t/T)² grid points lie below t instead of n·t/T: fewer hops at
-  small t (unchanged near t = T). The overshoot δ keeps the stride T/n of the configured n.
 """
 
 from __future__ import annotations
@@ -65,57 +56,30 @@ def get_preset(name: str) -> Preset:
 
 def inversion_stride(n_steps: int, num_train_timesteps: int) -> int:
     """T // n, the grid stride of an n-step inversion."""
-    n_steps = check_int("inversion_n_steps", n_steps, low=1)
+    n_steps = check_int("inversion.n_steps", n_steps, low=1)
     if n_steps > num_train_timesteps:
         raise ValueError(
-            f"inversion_n_steps must be <= {num_train_timesteps} training timesteps, got {n_steps}"
+            f"inversion.n_steps must be <= {num_train_timesteps} training timesteps, got {n_steps}"
         )
     return num_train_timesteps // n_steps
 
 
-def check_skip_origin(skip_origin: bool, grid: str) -> None:
-    """ValueError unless ``skip_origin`` is off or the grid is the ``official`` one (it has the origin)."""
-    if skip_origin and grid != "official":
-        raise ValueError(
-            "inversion.skip_origin applies to the 'official' grid only (its evaluation at a negative "
-            f"timestep); this preset has the {grid!r} grid"
-        )
-
-
 def inversion_timesteps(
-    t: int,
-    t_prime: int,
-    n_steps: int,
-    preset: Preset,
-    num_train_timesteps: int,
-    steps_offset: int = 0,
-    skip_origin: bool = False,
+    t: int, t_prime: int, n_steps: int, preset: Preset, num_train_timesteps: int, steps_offset: int = 0
 ) -> list[int]:
-    """Ascending timesteps of the inversion z0 → x_{t'}: the preset's grid points below t, then t'.
-
-    ``skip_origin`` drops the ``official`` grid's origin at −(T/n − offset) (module docstring) unless no
-    grid point lies below t; it is a ValueError with the ``paper`` grid, which has no such point.
-    """
+    """Ascending timesteps of the inversion z0 → x_{t'}: the preset's grid points below t, then t'."""
     stride = inversion_stride(n_steps, num_train_timesteps)
     if not 0 < t <= t_prime < num_train_timesteps:
         raise ValueError(f"need 0 < t <= t' < {num_train_timesteps}, got t={t}, t'={t_prime}")
-    check_skip_origin(skip_origin, preset.grid)
+    return [*preset_grid(t, stride, n_steps, preset, steps_offset), t_prime]
+
+
+def preset_grid(t: int, stride: int, n_steps: int, preset: Preset, steps_offset: int) -> list[int]:
+    """The preset's grid points below t: k·stride (paper), or −(stride − offset), offset, stride + offset,
+    … (official, ``offset`` the scheduler's ``steps_offset``)."""
     offset = steps_offset if preset.grid == "official" else 0
     grid = [k * stride + offset for k in range(n_steps) if k * stride + offset < t]
-    if preset.grid == "official" and (not skip_origin or not grid):
-        grid = [offset - stride, *grid]
-    return [*grid, t_prime]
-
-
-def adaptive_inversion_steps(n_steps: int, t: int, num_train_timesteps: int) -> int:
-    """n_eff = max(1, ⌊n·t/T + ½⌋): the inversion steps of the ``adaptive`` rule at timestep t.
-
-    The grid of stride T/n_eff has about n_eff·t/T ≈ n·(t/T)² points below t: with n = 10 and the
-    ``paper`` grid, 10 hops at t = 980, 3 at t = 500 and 1 at t = 250 instead of 10, 5 and 3.
-    """
-    n_steps = check_int("inversion_n_steps", n_steps, low=1)
-    t = check_int("t", t, low=1)
-    return max(1, min(n_steps, math.floor(n_steps * t / num_train_timesteps + 0.5)))
+    return [offset - stride, *grid] if preset.grid == "official" else grid
 
 
 def draw_overshoot(
@@ -127,5 +91,5 @@ def draw_overshoot(
     else:
         width = inversion_stride(n_steps, num_train_timesteps)
     device = generator.device if generator is not None else "cpu"
-    u = float(torch.rand((), generator=generator, device=device))
+    u = float(torch.rand((), generator=generator, device=device))  # a CPU generator: no device sync
     return int(math.floor(u * width))

@@ -1,4 +1,4 @@
-"""Regularisers of a 3D score-distillation run as pure torch functions (SPEC §4), and SDI's convexity schedule.
+"""Regularisers of a 3D score-distillation run as pure torch functions (docs/method.md §4), and SDI's convexity schedule.
 
 Shapes follow threestudio's renderer outputs: images are [B, H, W, C], per-sample quantities of the
 volume renderer are [N, C]. Nothing here imports threestudio; ``sdi-ext-system`` weights them with

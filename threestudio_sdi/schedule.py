@@ -1,6 +1,6 @@
 """Noise schedule: ᾱ_t lookup and σ_t, from a tensor or a diffusers scheduler config.
 
-Notation (SPEC §1): x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε, σ_t = sqrt((1 − ᾱ_t) / ᾱ_t).
+Notation (docs/method.md §1): x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε, σ_t = sqrt((1 − ᾱ_t) / ᾱ_t).
 A negative timestep means "before the first training step": its ᾱ is the scheduler's
 ``initial_alpha_cumprod`` (ᾱ_0 for Stable Diffusion 2.1, whose config has
 ``set_alpha_to_one: false``). The released SDI inversion starts at timestep −99 for that reason.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -81,6 +81,9 @@ class NoiseSchedule:
     alphas_cumprod: Tensor
     initial_alpha_cumprod: float
     steps_offset: int = 0
+    _tables: dict[tuple[torch.device, torch.dtype], Tensor] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alphas_cumprod", validate_alphas_cumprod(self.alphas_cumprod))
@@ -136,8 +139,18 @@ class NoiseSchedule:
             int(getattr(model, "steps_offset", 0)),
         )
 
-    def alpha_bar(self, t: int | Tensor) -> Tensor:
-        """ᾱ_t (float64); negative t gives ``initial_alpha_cumprod``, t ≥ T is an error."""
+    def alpha_bar(self, t: int | Tensor, like: Tensor | None = None) -> Tensor:
+        """ᾱ_t; negative t gives ``initial_alpha_cumprod``, t ≥ T is an error.
+
+        Without ``like``: float64 on the CPU (any int or LongTensor t). With ``like`` and an int t: a
+        0-dim tensor in ``like``'s dtype on its device, read from a table kept there
+        (:meth:`table`), so a hop loop on a GPU copies nothing from the host and never waits for the
+        device; the value is the float64 one cast to that dtype.
+        """
+        if like is not None and not isinstance(t, Tensor):
+            if t >= self.num_train_timesteps:
+                raise ValueError(f"timestep {t} is outside the schedule's 0..{self.num_train_timesteps - 1}")
+            return self.table(like)[max(t, -1) + 1]
         t_tensor = torch.as_tensor(t, dtype=torch.long)
         if (t_tensor >= self.num_train_timesteps).any():
             raise ValueError(
@@ -146,6 +159,16 @@ class NoiseSchedule:
         values = self.alphas_cumprod[t_tensor.clamp(min=0).cpu()]
         initial = torch.full_like(values, self.initial_alpha_cumprod)
         return torch.where(t_tensor.cpu() < 0, initial, values)
+
+    def table(self, like: Tensor) -> Tensor:
+        """[ᾱ of negative t, ᾱ_0, …, ᾱ_{T−1}] in ``like``'s dtype on its device, made once per pair."""
+        key = (like.device, like.dtype)
+        table = self._tables.get(key)
+        if table is None:
+            initial = torch.tensor([self.initial_alpha_cumprod], dtype=torch.float64)
+            table = torch.cat([initial, self.alphas_cumprod]).to(like.device, like.dtype)
+            self._tables[key] = table
+        return table
 
     def sigma(self, t: int | Tensor) -> Tensor:
         """σ_t = sqrt((1 − ᾱ_t)/ᾱ_t), the noise-to-signal ratio of the reparametrised DDIM (eq. 5)."""

@@ -1,10 +1,11 @@
 """One score-distillation guidance step — SDS, DDIM κ-cache, SDI, ISM-style — on any denoiser.
 
-For a render (or latent) z0 at timestep t (SPEC §2):
+For a render (or latent) z0 at timestep t (docs/method.md §2):
 
 1. **noise**: the strategy of ``config.noise`` returns κ and its level t′ ≥ t
    (:mod:`threestudio_sdi.strategies`: ``random`` SDS · ``cached`` DDIM · ``inversion`` SDI ·
-   ``uncond-inversion`` ISM · ``fixed-point`` research), and x_{t′} = sqrt(ᾱ_{t′}) z0 + sqrt(1−ᾱ_{t′}) κ;
+   ``uncond-inversion`` ISM; research ones in :mod:`threestudio_sdi.experimental`), and
+   x_{t′} = sqrt(ᾱ_{t′}) z0 + sqrt(1−ᾱ_{t′}) κ;
 2. **prediction**: ε̂ = CFG(x_{t′}, t, γ_fwd) — the model is told t (the "denoise slightly lower" trick);
 3. **target**: ẑ0 = (x_{t′} − sqrt(1−ᾱ_t) ε̂) / sqrt(ᾱ_t) (a strategy may replace this one-step target,
    :func:`threestudio_sdi.strategies.one_step_target`, e.g. by a multi-step ODE solve);
@@ -13,6 +14,10 @@ For a render (or latent) z0 at timestep t (SPEC §2):
 
 The mean runs over every element of the batch; the released code also divides by the batch size,
 which is the same at its only supported batch size, 1.
+
+**Validation at the boundary.** :class:`GuidanceConfig` checks its settings when it is built and
+:func:`guidance_step` checks its inputs on entry; nothing below (the strategy, the hop loop, the
+prediction) checks again, and on a GPU no part of that loop copies from or waits for the host.
 
 **Non-finite guard.** A view whose κ, x_{t′}, ε̂ or ẑ0 holds NaN or Inf (e.g. fp16 overflow at small
 ᾱ) gets ẑ0 = z0 for that view alone: its loss and gradient are exactly zero, the other views of the
@@ -25,18 +30,26 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cfg import CFG_MODES, Conditioning, check_guidance_scale, guided_epsilon
-from .errors import check_bool, check_choice, check_finite_tensor, check_int, check_range, nonfinite_views
+from .classifier_free import Conditioning, check_cfg_mode, check_guidance_scale, guided_epsilon
+from .denoiser import PREDICTION_TYPES
+from .errors import check_choice, check_finite_tensor, check_int, nonfinite_views
 from .prediction import add_noise
-from .presets import Preset, get_preset
+from .presets import Preset, get_preset, inversion_stride
 from .schedule import NoiseSchedule
-from .strategies import NoiseStrategy, StepContext, make_strategy, one_step_target, strategy_class
+from .strategies import (
+    InversionConfig,
+    NoiseStrategy,
+    StepContext,
+    make_strategy,
+    one_step_target,
+    strategy_class,
+)
 
 
 class NonFiniteGuidanceWarning(RuntimeWarning):
@@ -50,24 +63,18 @@ class GuidanceConfig:
     Attributes:
         preset: ``"paper"`` or ``"official"`` (see :mod:`threestudio_sdi.presets`).
         noise: a registered strategy name (``"random"``, ``"cached"``, ``"inversion"``,
-            ``"uncond-inversion"``, ``"fixed-point"``, ...) with its default options, or a strategy
-            instance carrying its own (e.g. ``InversionNoise(InversionConfig(skip_origin=True))``).
+            ``"uncond-inversion"``, or a research one) with its default options, or a strategy
+            instance carrying its own (:func:`~threestudio_sdi.strategies.make_strategy`).
         guidance_scale: γ_fwd, CFG of the prediction (|γ| ≤ 1000, as every scale here).
-        inversion_guidance_scale: γ_inv, CFG of the inversion (negative by default, paper §6.2).
-        inversion_n_steps: n, the inversion grid has stride T/n.
-        inversion_eta: η ∈ [0, 1] of the entropy term (DDIM's η), placed as the preset says.
-        overshoot: draw δ > 0 as the preset says; False inverts to t exactly.
         cfg_mode: ``"standard"`` or ``"quirk"``; None takes the preset's.
+        inversion: the inversion's settings: γ_inv, n, η, overshoot (:class:`InversionConfig`).
     """
 
-    preset: str = "paper"
+    preset: Literal["paper", "official"] = "paper"
     noise: str | NoiseStrategy = "inversion"
     guidance_scale: float = 7.5
-    inversion_guidance_scale: float = -7.5
-    inversion_n_steps: int = 10
-    inversion_eta: float = 0.3
-    overshoot: bool = True
-    cfg_mode: str | None = None
+    cfg_mode: Literal["standard", "quirk"] | None = None
+    inversion: InversionConfig = field(default_factory=InversionConfig)
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
@@ -76,15 +83,13 @@ class GuidanceConfig:
         elif not callable(self.noise) or not isinstance(getattr(self.noise, "name", None), str):
             raise ValueError(f"noise must be a strategy name or a registered strategy, got {self.noise!r}")
         check_guidance_scale("guidance_scale", self.guidance_scale)
-        check_guidance_scale("inversion_guidance_scale", self.inversion_guidance_scale)
-        check_int("inversion_n_steps", self.inversion_n_steps, low=1)
-        check_range("inversion_eta", self.inversion_eta, 0.0, 1.0)
-        check_bool("overshoot", self.overshoot)
         if self.cfg_mode is not None:
-            check_choice("cfg_mode", self.cfg_mode, CFG_MODES)
+            check_cfg_mode(self.cfg_mode)
+        if not isinstance(self.inversion, InversionConfig):
+            raise ValueError(f"inversion must be an InversionConfig, got {self.inversion!r}")
         check = getattr(self.strategy, "check", None)
         if check is not None:
-            check(self.preset_spec.grid)
+            check(self.preset_spec)
 
     @cached_property
     def strategy(self) -> NoiseStrategy:
@@ -112,7 +117,7 @@ class GuidanceOutput:
         model_evaluations: guided model evaluations spent (the strategy's + 1 for the prediction).
         noise: κ; noise_pred: ε̂ at (x_{t'}, t); x_noisy: x_{t'}.
         noise_details: what the strategy reported (``fixed-point``: its
-            :class:`~threestudio_sdi.fixed_point.FixedPointResult`), else None.
+            :class:`~threestudio_sdi.experimental.solvers.FixedPointResult`), else None.
         nonfinite: {view index: the first quantity that went non-finite in it}; empty when all are finite.
     """
 
@@ -134,43 +139,72 @@ QUANTITIES = {
     "x_noisy": "the noisy input x_t'",
     "noise_pred": "the noise prediction ε̂",
     "target": "the target ẑ0",
+    "loss": "the loss ½(z0 − ẑ0)² (overflow)",
 }
 """The quantities of a step checked for NaN / Inf, in the order of the computation, and their names."""
 
 
 def check_step_inputs(
+    model: Any,
     z0: Tensor,
     t: int,
     conditioning: Conditioning,
     schedule: NoiseSchedule,
-    strategy: NoiseStrategy,
+    config: GuidanceConfig,
     noise: Tensor | None,
 ) -> int:
-    """t as an int in 1 … T−1, after checking z0 (a finite non-empty batch), the Perp-Neg batch, and
-    that ``noise`` is given exactly to a strategy that takes cached noise."""
+    """t as an int in 1 … T−1, after checking the model's prediction type, z0 (a finite non-empty
+    batch), the Perp-Neg batch, n ≤ T, and that ``noise`` is given exactly to a strategy that takes
+    cached noise. The step's one validation: nothing after it checks again."""
     t = check_int("t", t)
     if not 0 < t < schedule.num_train_timesteps:
         raise ValueError(f"t must lie in 1..{schedule.num_train_timesteps - 1}, got {t}")
+    check_choice("model.prediction_type", getattr(model, "prediction_type", None), PREDICTION_TYPES)
+    if not isinstance(z0, Tensor) or not z0.is_floating_point():
+        what = z0.dtype if isinstance(z0, Tensor) else type(z0).__name__
+        raise ValueError(f"z0 must be a floating-point tensor, got {what}")
     if z0.ndim < 2 or z0.shape[0] == 0:
         raise ValueError(f"z0 must be a non-empty batch [B, ...], got shape {tuple(z0.shape)}")
     check_finite_tensor("z0", z0)
+    inversion_stride(config.inversion.n_steps, schedule.num_train_timesteps)
     weights = conditioning.negative_weights
     if weights is not None and weights.shape[0] != z0.shape[0]:
         raise ValueError(f"negative_weights has batch {weights.shape[0]} but z0 has batch {z0.shape[0]}")
-    if (noise is not None) != strategy.takes_cached_noise:
+    if (noise is not None) != config.strategy.takes_cached_noise:
         raise ValueError(
-            f"noise must be given exactly when noise='cached' (noise strategy is {strategy.name!r})"
+            f"noise must be given exactly when noise='cached' (noise strategy is {config.strategy.name!r})"
         )
     return t
+
+
+def step_context(
+    model: Any,
+    z0: Tensor,
+    t: int,
+    conditioning: Conditioning,
+    config: GuidanceConfig,
+    schedule: NoiseSchedule | None = None,
+    generator: torch.Generator | None = None,
+    cached: Tensor | None = None,
+) -> StepContext:
+    """What the strategy of ``config`` receives for a step on z0 at t (the config's preset, γ_fwd, CFG
+    mode and inversion settings; the model's schedule unless one is given). Inputs are not checked."""
+    return StepContext(
+        model, z0, t, conditioning, schedule or NoiseSchedule.of_model(model), config.preset_spec,
+        config.guidance_scale, config.resolved_cfg_mode, config.inversion, generator, cached,
+    )  # fmt: skip
 
 
 def zero_nonfinite_views(latents: Tensor, t: int, **quantities: Tensor) -> tuple[Tensor, dict[int, str]]:
     """(ẑ0 with ẑ0 = z0 in every view holding NaN / Inf in one of ``quantities``, {view: quantity}).
 
-    ``quantities`` are the keys of :data:`QUANTITIES`, ``target`` among them; one warning names every
-    such view and its first non-finite quantity.
+    ``quantities`` are the keys of :data:`QUANTITIES` but ``loss``, ``target`` among them; the view's loss,
+    ½ mean((z0 − ẑ0)²), is checked too (a finite but huge z0 overflows it). One warning names every such
+    view and its first non-finite quantity. The check waits for the device once (one transfer of a
+    [quantities, B] mask).
     """
     target = quantities["target"]
+    quantities["loss"] = 0.5 * (latents - target).pow(2).reshape(target.shape[0], -1).mean(dim=1)
     bad = nonfinite_views({QUANTITIES[key]: value for key, value in quantities.items()})
     if not bad:
         return target, bad
@@ -197,20 +231,22 @@ def guidance_step(
     generator: torch.Generator | None = None,
     schedule: NoiseSchedule | None = None,
 ) -> GuidanceOutput:
-    """One guidance step for a batch z0 [B, ...] at timestep t (module docstring; SPEC §2).
+    """One guidance step for a batch z0 [B, ...] at timestep t (module docstring; docs/method.md §2).
 
     ``noise`` is the κ of the ``cached`` strategy (the previous step's ``noise_pred``) and must be None
     for every other one. Random draws (δ, η noise, SDS noise) use ``generator``.
     """
     schedule = schedule or NoiseSchedule.of_model(model)
-    t = check_step_inputs(z0, t, conditioning, schedule, config.strategy, noise)
+    t = check_step_inputs(model, z0, t, conditioning, schedule, config, noise)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     with torch.no_grad():
         latents = z0.detach()
-        step = StepContext(model, latents, t, conditioning, config, schedule, generator, noise)
+        scale, mode = config.guidance_scale, config.resolved_cfg_mode
+        step = step_context(model, latents, t, conditioning, config, schedule, generator, noise)
         estimate = config.strategy(step)
         kappa, t_prime = estimate.noise, estimate.t_prime
-        x_noisy = add_noise(latents, kappa, schedule.alpha_bar(t_prime))
-        scale, mode = config.guidance_scale, config.resolved_cfg_mode
+        x_noisy = add_noise(latents, kappa, schedule.alpha_bar(t_prime, like=latents))
         noise_pred = guided_epsilon(model, x_noisy, t, conditioning, scale, mode, schedule)
         solve_target = getattr(config.strategy, "target", one_step_target)
         target, target_evaluations = solve_target(step, x_noisy, noise_pred)

@@ -1,4 +1,4 @@
-"""Timestep policies of score distillation (SPEC §2 step 1).
+"""Timestep policies of score distillation (docs/method.md §2 step 1).
 
 * annealed (SDI): t = int(T · ((max − min)(1 − step/max_steps) + min)), shared by every view of a
   step — the released code's formula, 980 → 250 for the ``official`` range over 10 000 steps;

@@ -4,7 +4,7 @@
     sdi-bench score --out /tmp/bench --clip-model /tmp/tiny-clip --clip-iqa-model /tmp/tiny-clip
 
 A ``transformers`` ``CLIPModel`` (2-layer text and vision towers, 32×32 images in 8×8 patches) and a
-``CLIPProcessor`` (the tiny byte-level BPE tokenizer of :mod:`threestudio_sdi.models.tiny` and a CLIP
+``CLIPProcessor`` (the tiny byte-level BPE tokenizer of :mod:`threestudio_sdi.testing.tiny_sd` and a CLIP
 image processor at 32×32), built from configs and saved with ``save_pretrained``: the torchmetrics
 and transformers code paths of the scorers run on it offline. Its scores mean nothing.
 """
@@ -24,7 +24,7 @@ def tiny_clip(path: str | pathlib.Path, seed: int = 0) -> pathlib.Path:
     """Build the tiny CLIP model and processor, ``save_pretrained`` both to ``path``; return it."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    from threestudio_sdi.models.tiny import MAX_PROMPT_TOKENS, write_tiny_clip_vocab
+    from threestudio_sdi.testing.tiny_sd import MAX_PROMPT_TOKENS, write_tiny_clip_vocab
 
     path = pathlib.Path(path)
     with tempfile.TemporaryDirectory(prefix="tiny-clip-vocab-") as vocab_folder:

@@ -51,7 +51,7 @@ def build(h: Harness) -> SimpleNamespace:
             "local_files_only": True,
             "half_precision_weights": False,
             "preset": "official",
-            "inversion_eta": 0.0,
+            "inversion": {"eta": 0.0},
             "seed": 0,
         }
     )

@@ -72,9 +72,9 @@ def conventions(h: Harness) -> dict[str, Any]:
     """
     import torch
 
-    from threestudio_sdi.lab3d import RenderSettings, VoxelGrid, make_assets, render
-    from threestudio_sdi.lab3d.cameras import camera_rays, look_at_c2w, make_cameras
-    from threestudio_sdi.lab3d.metrics import psnr
+    from threestudio_sdi.experimental.lab3d import RenderSettings, VoxelGrid, make_assets, render
+    from threestudio_sdi.experimental.lab3d.cameras import camera_rays, look_at_c2w, make_cameras
+    from threestudio_sdi.experimental.lab3d.metrics import psnr
     from threestudio_sdi.threestudio.batch_cameras import cameras_from_batch
 
     torch.manual_seed(0)  # threestudio draws its cameras from the global RNG

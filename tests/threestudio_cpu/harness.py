@@ -3,7 +3,7 @@
 A run's config is a YAML file in the working directory: a base config (ours, or one of threestudio's
 own) merged with layers of overrides by OmegaConf and saved unresolved, so that threestudio's
 ``load_config`` resolves it exactly as it resolves a user's config. :meth:`Harness.run` then calls
-threestudio's ``launch.py`` ``main()`` on it (:func:`threestudio_sdi.cpu_harness.launcher.launch_on_cpu`).
+threestudio's ``launch.py`` ``main()`` on it (:func:`threestudio_sdi.testing.cpu_harness.launcher.launch_on_cpu`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from threestudio_sdi.cpu_harness.launcher import LaunchRun, launch_on_cpu
+from threestudio_sdi.testing.cpu_harness.launcher import LaunchRun, launch_on_cpu
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SDI_YAML = REPO / "configs" / "sdi.yaml"

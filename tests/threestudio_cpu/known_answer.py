@@ -8,7 +8,7 @@ the magic3d density blob of ``configs/sdi.yaml``, which is also the lab's initia
 ``no-material`` (the lab's assets are unshaded), a fixed white ``solid-color-background`` (the lab
 renders on white) and ``nerf-volume-renderer`` with the importance estimator, 32×32 px, 4 views per
 step. ``sdi-guidance`` (``paper`` preset, CFG 7.5, 10 inversion steps) gets the lab's exact
-view-conditioned prior through ``model_factory: lab_prior:exact_prior`` (:mod:`lab_prior`, all three
+view-conditioned prior through ``model_factory`` (:mod:`threestudio_sdi.experimental.lab3d.threestudio_prior`, all three
 classes as in the lab, so that CFG's unconditional branch mixes them), the prompt naming the class.
 Only ``loss_sdi`` trains (the lab distils without regularisers).
 
@@ -28,7 +28,8 @@ import time
 from typing import Any
 
 from harness import Harness, steps
-from lab_prior import exact_prior
+
+from threestudio_sdi.experimental.lab3d.threestudio_prior import EXACT_PRIOR_FACTORY, exact_prior
 
 CLASS_NAME = "ball"
 MAX_STEPS = 300
@@ -40,7 +41,7 @@ EVAL_VIEWS = 8
 """Held-out turntable views, as the lab's (``LabSettings.eval_views``)."""
 DIVERGED_IOU = 0.5
 """A run diverged when its asset is non-finite or its silhouette IoU with the nearest variant is below
-this (the lab's rule, ``threestudio_sdi.lab3d.experiment``)."""
+this (the lab's rule, ``threestudio_sdi.experimental.lab3d.experiment``)."""
 
 GEOMETRY = {
     "radius": 1.0,  # the box [-1, 1]^3 of the lab's assets
@@ -74,7 +75,7 @@ def data_block(batch_size: int = VIEWS_PER_STEP) -> dict[str, Any]:
     """``random-camera-datamodule`` with the lab's ranges (``CameraRanges``: those of configs/sdi.yaml),
     held-out views at their centre, and no camera perturbation (the lab leaves it out; ``sdi-guidance``
     would hand the prior the perturbed ``c2w``)."""
-    from threestudio_sdi.lab3d import CameraRanges
+    from threestudio_sdi.experimental.lab3d import CameraRanges
 
     ranges = CameraRanges()
     elevation, distance, fovy = ranges.centre
@@ -130,7 +131,7 @@ def config_layers(h: Harness, variants: int) -> tuple[dict[str, Any], ...]:
             "local_files_only": True,
             "half_precision_weights": False,
             "seed": 0,
-            "model_factory": "lab_prior:exact_prior",
+            "model_factory": EXACT_PRIOR_FACTORY,
             "model_options": {"variants_per_class": variants},
         },
         "loss": {"lambda_sdi": 1.0, "lambda_convex": 0.0},
@@ -172,8 +173,8 @@ def threestudio_render(renderer: Any, cameras: Any, size: int) -> tuple[Any, Any
 
 def scored(geometry: Any, renderer: Any, prior: Any, class_index: int) -> dict[str, Any]:
     """The lab's outcomes (``metrics.measure``) of the asset on the held-out turntable, and divergence."""
-    from threestudio_sdi.lab3d import CameraRanges, render, turntable_cameras
-    from threestudio_sdi.lab3d.metrics import measure
+    from threestudio_sdi.experimental.lab3d import CameraRanges, render, turntable_cameras
+    from threestudio_sdi.experimental.lab3d.metrics import measure
 
     finite = all(bool(value.isfinite().all()) for value in geometry.state_dict().values())
     if not finite:
@@ -232,7 +233,7 @@ def supervised_fit(h: Harness, prior: Any, class_index: int) -> dict[str, Any]:
     geometry reaches when it is told the answer. Needs one variant (the answer is that asset)."""
     import torch
 
-    from threestudio_sdi.lab3d import CameraRanges, VoxelGrid, render, sample_cameras
+    from threestudio_sdi.experimental.lab3d import CameraRanges, VoxelGrid, render, sample_cameras
 
     torch.manual_seed(0)
     geometry = h.threestudio.find("implicit-volume")(GEOMETRY)
@@ -261,7 +262,7 @@ def known_answer(h: Harness) -> dict[str, Any]:
     """The sanity setting (one variant: the asset must be recovered) with the supervised reference, then
     the lab's default (three variants per class)."""
     sanity = distil(h, 1)
-    prior = exact_prior(variants_per_class=1)
+    prior = exact_prior(variants_per_class=1).model
     started = time.perf_counter()
     sanity["supervised_fit"] = supervised_fit(h, prior, prior.prompt_condition(CLASS_NAME))
     sanity["supervised_fit"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -17,7 +17,7 @@ from typing import Any
 
 from harness import CPU, CPU_RESET, PURE_TORCH_FIELD, Harness, steps
 
-from threestudio_sdi.cpu_harness.launcher import ANSI_ESCAPE
+from threestudio_sdi.testing.cpu_harness.launcher import ANSI_ESCAPE
 
 SWITCH_TO_SDI = (
     "system.guidance_type=sdi-guidance",

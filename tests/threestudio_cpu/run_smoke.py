@@ -5,10 +5,10 @@
 
 In a fresh working directory (threestudio's tree is never written to):
 
-1. ``custom/threestudio-sdi`` there links to this repository's drop-in folder and ``load`` to the
+1. ``custom/threestudio-sdi`` there links to this repository (its root is the extension) and ``load`` to the
    checkout's ``load/`` (the prompt processor reads ``load/prompt_library.json``);
 2. imports the real threestudio (the built-in SDI among its modules) with the CPU stand-ins and patches
-   of :mod:`threestudio_sdi.cpu_harness`, then calls launch.py's own ``load_custom_modules()``;
+   of :mod:`threestudio_sdi.testing.cpu_harness`, then calls launch.py's own ``load_custom_modules()``;
 3. resolves our names and the built-in SDI's with ``threestudio.find``, and checks the built-in SDS /
    VSD blocks of configs/sds.yaml and configs/vsd.yaml against threestudio's own Config classes;
 4. runs each scenario through launch.py's ``main()`` with the tiny offline Stable Diffusion
@@ -16,7 +16,7 @@ In a fresh working directory (threestudio's tree is never written to):
    built-in SDI guidance on the same inputs; mixing.py: sdi-guidance with other systems and components);
 5. checks that threestudio and the 3D lab agree on cameras and images (conventions.py), and distils the
    lab's exact prior with threestudio's own geometry and renderer, scored against the known assets
-   (known_answer.py, through ``sdi-guidance``'s ``model_factory``: lab_prior.py).
+   (known_answer.py, through ``sdi-guidance``'s ``model_factory``: lab3d's threestudio_prior).
 
 A scenario that raises is reported as ``{"error": <traceback>}``; the others still run.
 """
@@ -35,7 +35,7 @@ import warnings
 sys.dont_write_bytecode = True  # never write __pycache__ into the threestudio checkout
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from threestudio_sdi.cpu_harness import import_threestudio, load_launch, patches, prepare_workdir  # noqa: E402
+from threestudio_sdi.testing.cpu_harness import import_threestudio, load_launch, patches, prepare_workdir  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -110,7 +110,7 @@ def main() -> int:
     from harness import Harness
     from threestudio.utils.config import load_config
 
-    from threestudio_sdi.models.tiny import tiny_stable_diffusion
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
 
     report: dict = registry(threestudio, builtin_count, patched)
     report["builtin_configs"] = check_builtin_configs(threestudio, load_config)

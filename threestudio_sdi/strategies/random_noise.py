@@ -1,4 +1,4 @@
-"""``random``: κ ~ N(0, I) drawn afresh every step at t′ = t — the noise of SDS (SPEC §1)."""
+"""``random``: κ ~ N(0, I) drawn afresh every step at t′ = t — the noise of SDS (docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,24 +1,30 @@
 """threestudio plugin of threestudio-sdi: registers ``sdi-guidance`` and ``sdi-ext-system``.
 
-Importing this package needs threestudio importable (``import threestudio``); threestudio's
-``launch.py`` does it through ``custom/threestudio-sdi/__init__.py``. The names are chosen so that
-they never collide with threestudio's built-in SDI (``stable-diffusion-sdi-guidance``,
-``sdi-system``); importing twice in one process is harmless (:mod:`.registry`).
+Importing this package needs threestudio importable (``import threestudio``) at version
+:data:`MIN_THREESTUDIO_VERSION` or newer; threestudio's ``launch.py`` imports it through the
+extension's ``__init__.py`` (this repository's root, or a drop-in). The names never collide with
+threestudio's built-in SDI (``stable-diffusion-sdi-guidance``, ``sdi-system``); importing twice in one
+process is harmless (:mod:`.registry`).
 """
 
 from __future__ import annotations
 
-from .guidance import GUIDANCE_NAME, SDIGuidance, conditioning_from_prompt_utils, resolve_noise
-from .system import SYSTEM_NAME, SDIExtSystem
+from .version_guard import MIN_THREESTUDIO_VERSION, check_threestudio_version
+
+check_threestudio_version()
+
+from .backbone import conditioning_from_prompt_utils  # noqa: E402
+from .guidance import GUIDANCE_NAME, SDIGuidance  # noqa: E402
+from .system import SYSTEM_NAME, SDIExtSystem  # noqa: E402
 
 REGISTERED_NAMES = (GUIDANCE_NAME, SYSTEM_NAME)
 
 __all__ = [
     "GUIDANCE_NAME",
+    "MIN_THREESTUDIO_VERSION",
     "REGISTERED_NAMES",
     "SYSTEM_NAME",
     "SDIExtSystem",
     "SDIGuidance",
     "conditioning_from_prompt_utils",
-    "resolve_noise",
 ]

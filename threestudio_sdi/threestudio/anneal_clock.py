@@ -1,6 +1,6 @@
 """Which step of SDI's schedules a training step is at, and what a resume with a new run length does.
 
-SDI's timestep t and the convexity weight are schedules over the run (SPEC §2, §4): t decays linearly
+SDI's timestep t and the convexity weight are schedules over the run (docs/method.md §2, §4): t decays linearly
 from the preset's maximum to its minimum over ``trainer_max_steps`` steps, and the convexity weight
 has its knee at 40 % of them. Both read the *position* p(step) of an :class:`AnnealClock` in a
 schedule of ``length`` steps. A fresh run has p(step) = min(step, length).

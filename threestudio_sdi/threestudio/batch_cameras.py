@@ -1,4 +1,4 @@
-"""threestudio's camera batch keys -> the core's :class:`~threestudio_sdi.cfg.Cameras`.
+"""threestudio's camera batch keys -> the core's :class:`~threestudio_sdi.classifier_free.Cameras`.
 
 threestudio's data modules (``random-camera-datamodule`` and its validation / test datasets) hand every
 batch key to the guidance. The camera keys, in their units (``threestudio/data/uncond.py``):
@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..cfg import Cameras
+from ..classifier_free import Cameras
 
 
 def fovy_degrees(fovy: Tensor, batch: int) -> Tensor:

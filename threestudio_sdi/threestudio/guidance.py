@@ -1,20 +1,22 @@
 """``sdi-guidance``: the threestudio face of :func:`threestudio_sdi.score_distillation.guidance_step`.
 
-A thin adapter. It loads Stable Diffusion through :func:`threestudio_sdi.models.stable_diffusion.
-load_stable_diffusion`, turns threestudio's prompt-processor output into a core
-:class:`~threestudio_sdi.cfg.Conditioning`, picks the step's timestep with the core policies of
-:mod:`threestudio_sdi.timesteps` (threestudio's ``C()`` evaluates scheduled settings), encodes the
-render with the VAE, and hands everything to the core. All DDIM, CFG and inversion math lives in the
-core; this module only moves tensors between the two APIs.
+A thin adapter. It loads a backbone (:mod:`.backbone`: Stable Diffusion through
+:func:`threestudio_sdi.models.stable_diffusion.load_stable_diffusion`, or what ``model_factory``
+returns), turns threestudio's prompt-processor output into a core
+:class:`~threestudio_sdi.classifier_free.Conditioning`, picks the step's timestep with the core policies
+of :mod:`threestudio_sdi.timesteps` (threestudio's ``C()`` evaluates scheduled settings), encodes the
+render, and hands everything to the core. All DDIM, CFG and inversion math lives in the core; this
+module only moves tensors between the two APIs.
 
-With ``model_factory`` set, the model is a pixel-space denoiser built by that factory instead
-(:mod:`.pixel_model`): no VAE (x0 = 2·rgb − 1), the ``cond`` from ``prompt_utils.prompt``, the cameras
-of the batch for a view-conditioned model (:mod:`.batch_cameras`). The rest of the step is the same code.
+Settings: ``noise`` chooses the noise strategy (``inversion`` SDI, ``uncond-inversion`` ISM, ``random``
+SDS noise, or a research one, which loads :mod:`threestudio_sdi.experimental`), ``noise_options`` are
+that strategy's options, and ``inversion`` is the one typed block of the inversion's settings (γ_inv,
+n, η, overshoot). A misspelt key of either fails when the config is parsed, before any weights load.
 
 Returned by a call (every ``loss_<x>`` is weighted by ``system.loss.lambda_<x>``, the scalars are
 logged by the system as ``train/<key>``):
 
-* ``loss_sdi``: ½ mean((z0 − stopgrad(ẑ0))²) (``loss_reduction: mean``, SPEC §2), or
+* ``loss_sdi``: ½ mean((z0 − stopgrad(ẑ0))²) (``loss_reduction: mean``, docs/method.md §2), or
   ½ Σ(z0 − ẑ0)² / B (``sum``, the scale of threestudio's SDS);
 * ``grad_norm`` ‖z0 − ẑ0‖; ``min_step`` / ``max_step`` the step's timestep range; ``timestep`` the t
   the UNet was told; ``timestep_noisy`` the noise level t' = t + δ of its input;
@@ -48,19 +50,18 @@ from threestudio.utils.config import parse_structured
 from threestudio.utils.misc import C
 from torch import Tensor
 
-from ..cfg import Conditioning
+from ..classifier_free import Conditioning
 from ..errors import check_choice
-from ..fixed_point import FixedPointConfig
 from ..models.accelerated import Acceleration, accelerate
 from ..models.model_source import DEFAULT_MODEL_ID
 from ..presets import get_preset
 from ..schedule import NoiseSchedule
 from ..score_distillation import GuidanceConfig, guidance_step
-from ..strategies import InversionConfig, make_strategy, strategy_class, strategy_names
+from ..strategies import InversionConfig, make_strategy, strategy_class
 from ..timesteps import annealed_timestep, check_step_range, clamp_timestep, random_timestep
 from .anneal_clock import RESUME_SCHEDULES, AnnealClock, resumed_clock
+from .backbone import FACTORY_SETTING, StableDiffusionBackbone, load_backbone
 from .batch_cameras import cameras_from_batch
-from .pixel_model import FACTORY_SETTING, PixelCodec, load_pixel_model, pixel_conditioning
 from .registry import register
 
 GUIDANCE_NAME = "sdi-guidance"
@@ -68,77 +69,25 @@ MODEL_SETTING = "system.guidance.pretrained_model_name_or_path"
 LOSS_REDUCTIONS = ("mean", "sum")
 
 
-def resolve_noise(enable_sdi: bool, noise: str | None) -> str:
-    """The core noise strategy of the switches ``enable_sdi`` and ``noise`` (the override)."""
-    if noise is None:
-        return "inversion" if enable_sdi else "random"
-    check_choice("noise", noise, threed_noise_strategies())
-    if not enable_sdi and noise != "random":
-        raise ValueError(f"enable_sdi=false means noise='random' (SDS noise), but noise={noise!r} was set")
-    return noise
+def noise_strategy(noise: str, options: Any) -> Any:
+    """The strategy ``noise`` with ``noise_options``; ValueError naming ``system.guidance.<key>``.
 
-
-def threed_noise_strategies() -> tuple[str, ...]:
-    """The registered strategies usable by name in 3D (``by_name_in_3d``): all but ``cached`` (2D only) and
-    ``consistent-noise`` (it needs a noise field on the asset, which only the 3D lab injects)."""
-    return tuple(name for name in strategy_names() if strategy_class(name).by_name_in_3d)
-
-
-def conditioning_from_prompt_utils(
-    prompt_utils: Any,
-    elevation: Tensor,
-    azimuth: Tensor,
-    camera_distances: Tensor,
-    view_dependent_prompting: bool = True,
-) -> Conditioning:
-    """threestudio's ``PromptProcessorOutput`` for a batch of cameras -> a core ``Conditioning``.
-
-    Without Perp-Neg, ``get_text_embeddings`` returns [2B, L, D]: the B positive embeddings, then the
-    B unconditional ones. With ``prompt_utils.use_perp_neg``, ``get_text_embeddings_perp_neg``
-    returns [4B, L, D] — positives (B), unconditional (B), then the two negatives of each sample
-    interleaved (sample b's at rows 2b and 2b + 1 of the last 2B) — and the weights [B, 2] (already
-    negative), which become ``negatives=[first negatives, second negatives]``.
+    ``cached`` (the caller's κ, 2D only) has no meaning in a threestudio step and is refused.
     """
-    batch = elevation.shape[0]
-    if getattr(prompt_utils, "use_perp_neg", False):
-        if not view_dependent_prompting:
-            raise ValueError(
-                "Perp-Neg (prompt_processor.use_perp_neg=true) needs view-dependent prompting; "
-                "set guidance.view_dependent_prompting=true or use_perp_neg=false"
-            )
-        embeddings, weights = prompt_utils.get_text_embeddings_perp_neg(
-            elevation, azimuth, camera_distances, view_dependent_prompting
-        )
-        if embeddings.shape[0] != 4 * batch or tuple(weights.shape) != (batch, 2):
-            raise ValueError(
-                f"get_text_embeddings_perp_neg returned embeddings {tuple(embeddings.shape)} and weights "
-                f"{tuple(weights.shape)} for {batch} cameras; expected [{4 * batch}, L, D] and [{batch}, 2]"
-            )
-        negatives = embeddings[2 * batch :]
-        return Conditioning(
-            cond=embeddings[:batch],
-            uncond=embeddings[batch : 2 * batch],
-            negatives=[negatives[0::2], negatives[1::2]],
-            negative_weights=weights,
-        )
-    embeddings = prompt_utils.get_text_embeddings(
-        elevation, azimuth, camera_distances, view_dependent_prompting
+    setting = "system.guidance.noise_options"
+    options = (
+        OmegaConf.to_container(options, resolve=True) if OmegaConf.is_config(options) else dict(options or {})
     )
-    if embeddings.shape[0] != 2 * batch:
-        raise ValueError(
-            f"get_text_embeddings returned {embeddings.shape[0]} embeddings for {batch} cameras; "
-            f"expected {2 * batch} (conditional, then unconditional)"
-        )
-    return Conditioning(cond=embeddings[:batch], uncond=embeddings[batch:])
+    try:
+        if strategy_class(noise).takes_cached_noise:
+            raise ValueError(f"noise={noise!r} takes the caller's κ (2D only); a threestudio step has none")
+        return make_strategy(noise, options, setting=setting)
+    except ValueError as error:
+        raise ValueError(f"system.guidance.noise={noise!r}: {error}") from error
 
 
-OPTION_BLOCKS: dict[str, type] = {"inversion": InversionConfig, "fixed_point": FixedPointConfig}
-"""Typed config blocks of ``sdi-guidance`` (``system.guidance.<block>.<key>``): research options owned by
-the noise strategies; :func:`threestudio_sdi.strategies.make_strategy` hands each strategy the ones it takes."""
-
-
-TYPED_BLOCKS: dict[str, type] = {**OPTION_BLOCKS, "acceleration": Acceleration}
-"""Every typed config block of ``sdi-guidance``: the strategies' and the GPU path's (``acceleration``)."""
+TYPED_BLOCKS: dict[str, type] = {"inversion": InversionConfig, "acceleration": Acceleration}
+"""The typed config blocks of ``sdi-guidance``: the inversion's settings and the GPU path's."""
 
 
 def option_block(name: str, value: Any) -> Any:
@@ -162,19 +111,12 @@ def option_block(name: str, value: Any) -> Any:
 
 def core_guidance_config(cfg: Any) -> GuidanceConfig:
     """The core :class:`GuidanceConfig` of an ``sdi-guidance`` config (ValueError naming a bad key)."""
-    strategy = make_strategy(
-        resolve_noise(cfg.enable_sdi, cfg.noise),
-        **{name: option_block(name, cfg[name]) for name in OPTION_BLOCKS},
-    )
     return GuidanceConfig(
         preset=cfg.preset,
-        noise=strategy,
+        noise=noise_strategy(cfg.noise, cfg.noise_options),
         guidance_scale=cfg.guidance_scale,
-        inversion_guidance_scale=cfg.inversion_guidance_scale,
-        inversion_n_steps=cfg.inversion_n_steps,
-        inversion_eta=cfg.inversion_eta,
-        overshoot=cfg.overshoot,
         cfg_mode=cfg.cfg_mode,
+        inversion=option_block("inversion", cfg.inversion),
     )
 
 
@@ -189,13 +131,13 @@ def check_adapter_settings(cfg: Any) -> None:
             if value:
                 raise ValueError(
                     f"system.guidance.{key}={value!r} applies to Stable Diffusion, but "
-                    f"{FACTORY_SETTING}={cfg.model_factory!r} names a pixel model (renders are resized "
-                    "to its own shape); unset it"
+                    f"{FACTORY_SETTING}={cfg.model_factory!r} names another backbone (it sets its own "
+                    "input size); unset it"
                 )
     if cfg.weighting_strategy is not None:
         raise ValueError(
             f"system.guidance.weighting_strategy={cfg.weighting_strategy!r} has no effect in {GUIDANCE_NAME}: "
-            "SDI's weight is σ_t, implied by its x0-space loss (SPEC §2); set "
+            "SDI's weight is σ_t, implied by its x0-space loss (docs/method.md §2); set "
             "system.guidance.weighting_strategy=null (a threestudio SD config switched to sdi-guidance keeps it)"
         )
 
@@ -214,9 +156,9 @@ class SDIGuidance(BaseObject):
         half_precision_weights: bool = True
         """float16 UNet/VAE on CUDA; always float32 on CPU."""
         model_factory: Optional[str] = None  # noqa: UP045
-        """``package.module:function`` returning a pixel-space denoiser (:mod:`.pixel_model`) used instead
-        of Stable Diffusion: no VAE, ``cond`` from the prompt, cameras for a view-conditioned model. The
-        keys above then name only the Stable Diffusion of the prompt processor (sdi.yaml makes it follow
+        """``package.module:function`` returning a backbone (:mod:`.backbone`) used instead of Stable
+        Diffusion, e.g. a pixel-space prior with its own codec and conditioning. The keys above then name
+        only the Stable Diffusion of the prompt processor (sdi.yaml makes it follow
         ``pretrained_model_name_or_path``)."""
         model_options: dict = field(default_factory=dict)
         """Keyword arguments of ``model_factory``."""
@@ -224,18 +166,18 @@ class SDIGuidance(BaseObject):
         """Renders are resized to image_size² before the VAE; None = the model's native size (512)."""
 
         preset: str = "paper"
-        """``paper`` or ``official`` (SPEC §3): t range, overshoot, inversion grid, eta, CFG mode."""
-        enable_sdi: bool = True
-        """false: κ ~ N(0, I) afresh each step (SDS noise with SDI's weighting): the ablation."""
-        noise: Optional[str] = None  # noqa: UP045
-        """Override: ``inversion`` (SDI), ``uncond-inversion`` (ISM-style), ``random``; research:
-        ``fixed-point``, ``newton-krylov``, ``safeguarded-anderson``, ``ode-target``."""
+        """``paper`` or ``official`` (docs/method.md §3): t range, overshoot, inversion grid, eta, CFG mode."""
+        noise: str = "inversion"
+        """The noise strategy: ``inversion`` (SDI), ``uncond-inversion`` (ISM-style), ``random`` (SDS noise
+        with SDI's weighting: the ablation); research (loads threestudio_sdi.experimental):
+        ``research-inversion``, ``fixed-point``, ``newton-krylov``, ``safeguarded-anderson``,
+        ``ode-target``, ``consistent-noise``."""
+        noise_options: dict = field(default_factory=dict)
+        """The strategy's options (its dataclass fields), e.g. ``{max_iterations: 5}`` for fixed-point."""
         guidance_scale: float = 7.5
-        inversion_guidance_scale: float = -7.5
-        inversion_n_steps: int = 10
-        inversion_eta: float = 0.3
-        overshoot: bool = True
-        """Invert to t + δ and tell the UNet t (the "denoise slightly lower" trick); false: δ = 0."""
+        inversion: InversionConfig = field(default_factory=InversionConfig)
+        """The inversion's settings: ``guidance_scale`` (γ_inv, −7.5), ``n_steps`` (10), ``eta`` (0.3),
+        ``overshoot`` (invert to t + δ and tell the UNet t, the "denoise slightly lower" trick)."""
         cfg_mode: Optional[str] = None  # noqa: UP045
         """``standard`` or ``quirk`` CFG without Perp-Neg; None = the preset's."""
 
@@ -260,10 +202,6 @@ class SDIGuidance(BaseObject):
         global seed in force when the guidance is built (threestudio's ``seed``). Its state is saved in
         and restored from checkpoints by ``sdi-ext-system``, so a resumed run draws what an
         uninterrupted one would."""
-        inversion: InversionConfig = field(default_factory=InversionConfig)
-        """Research options of the inversion (``order``, ``skip_origin``, ``adaptive_steps``)."""
-        fixed_point: FixedPointConfig = field(default_factory=FixedPointConfig)
-        """Options of ``noise=fixed-point`` (``start``, ``method``, ``max_iterations``, ...)."""
         accelerate: bool = False
         """The GPU path, same math (:mod:`threestudio_sdi.models.accelerated`): the UNet with the
         ``acceleration`` options; options the device cannot run are skipped and logged."""
@@ -271,10 +209,12 @@ class SDIGuidance(BaseObject):
         """``channels_last``, ``sdpa``, ``compile`` (``compile_backend``, ``compile_mode``), ``cuda_graphs``."""
 
         def __post_init__(self) -> None:
-            # threestudio hands nested blocks to the dataclass as plain nodes: make them typed here, so
-            # that a misspelt key fails when the config is parsed, before any weights load.
+            # threestudio hands nested blocks to the dataclass as plain nodes: make them typed here, and
+            # build the strategy once, so that a misspelt key fails when the config is parsed, before
+            # any weights load.
             for name in TYPED_BLOCKS:
                 setattr(self, name, option_block(name, getattr(self, name)))
+            noise_strategy(self.noise, self.noise_options)
 
     cfg: Config
 
@@ -291,10 +231,9 @@ class SDIGuidance(BaseObject):
         self.preset = get_preset(cfg.preset)
         self.guidance_config = core_guidance_config(cfg)
         self.device = torch.device(self.device)
-        if self.is_stable_diffusion:
-            self.configure_stable_diffusion()
-        else:
-            self.configure_pixel_model()
+        self.backbone = self.load_backbone()
+        self.model, self.codec = self.backbone.model, self.backbone.codec
+        self.image_size, self.latent_size = self.backbone.image_size, self.backbone.latent_size
         self.schedule = NoiseSchedule.of_model(self.model)
         self.num_train_timesteps = self.schedule.num_train_timesteps
         self.seed = torch.initial_seed() if cfg.seed is None else int(cfg.seed)
@@ -308,27 +247,18 @@ class SDIGuidance(BaseObject):
         self._resumed_from: Optional[int] = None  # noqa: UP045
         self.global_step = 0
         self.update_step(0, 0)
-        threestudio.info(f"Loaded {'Stable Diffusion' if self.is_stable_diffusion else cfg.model_factory}!")
+        threestudio.info(f"Loaded {cfg.model_factory or 'Stable Diffusion'}!")
 
-    @property
-    def is_stable_diffusion(self) -> bool:
-        """False when ``model_factory`` names a pixel model."""
-        return self.cfg.model_factory is None
-
-    def configure_pixel_model(self) -> None:
-        """The factory's pixel model (:mod:`.pixel_model`): renders resized to its S × S, no VAE."""
+    def load_backbone(self) -> Any:
+        """Stable Diffusion from ``pretrained_model_name_or_path`` (the UNet accelerated on request), or
+        the backbone ``model_factory`` returns (:mod:`.backbone`)."""
         cfg = self.cfg
-        options = OmegaConf.to_container(cfg.model_options, resolve=True)  # a node after parse_structured
-        threestudio.info(f"Building the pixel model {cfg.model_factory}({options}) ...")
-        self.model, side = load_pixel_model(cfg.model_factory, options)
-        self.codec = PixelCodec()
-        self.native_size = self.image_size = self.latent_size = side
-
-    def configure_stable_diffusion(self) -> None:
-        """The UNet and the VAE of ``pretrained_model_name_or_path``; renders resized to ``image_size``."""
+        if cfg.model_factory is not None:
+            options = OmegaConf.to_container(cfg.model_options, resolve=True)  # a node after parse_structured
+            threestudio.info(f"Building the backbone {cfg.model_factory}({options}) ...")
+            return load_backbone(cfg.model_factory, options)
         from ..models.stable_diffusion import load_stable_diffusion
 
-        cfg = self.cfg
         half = bool(cfg.half_precision_weights) and self.device.type == "cuda"
         threestudio.info(f"Loading Stable Diffusion from {cfg.pretrained_model_name_or_path} ...")
         parts = load_stable_diffusion(
@@ -339,21 +269,11 @@ class SDIGuidance(BaseObject):
             setting=MODEL_SETTING,
         )
         # The prompt processor owns the text side; keeping only the UNet and the VAE frees the text encoder.
-        self.model = parts.model
-        self.codec = parts.codec
-        del parts
         if cfg.accelerate:
-            unet = accelerate(self.model, option_block("acceleration", cfg.acceleration))
+            unet = accelerate(parts.model, option_block("acceleration", cfg.acceleration))
             for option, reason in unet.skipped.items():
                 threestudio.info(f"sdi-guidance: acceleration.{option} skipped: {reason}")
-        vae_scale = 2 ** (len(self.codec.vae.config.block_out_channels) - 1)
-        self.native_size = int(self.model.unet.config.sample_size) * vae_scale
-        self.image_size = int(cfg.image_size or self.native_size)
-        if self.image_size % vae_scale:
-            raise ValueError(
-                f"image_size must be a multiple of the VAE's factor {vae_scale}, got {self.image_size}"
-            )
-        self.latent_size = self.image_size // vae_scale
+        return StableDiffusionBackbone(parts.model, parts.codec, cfg.image_size, cfg.view_dependent_prompting)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -440,10 +360,10 @@ class SDIGuidance(BaseObject):
         finite. Values slightly outside [0, 1] (compositing overshoot) are clamped, with one warning.
         Any floating dtype and device are accepted: the render is moved and cast, gradients included.
         """
-        if rgb_as_latents and not self.is_stable_diffusion:
+        if rgb_as_latents and not self.backbone.has_latents:
             raise ValueError(
                 f"rgb_as_latents=true hands the guidance Stable-Diffusion latents, but {FACTORY_SETTING}="
-                f"{self.cfg.model_factory!r} names a pixel model, which has no VAE: render RGB (a system "
+                f"{self.cfg.model_factory!r} names a backbone without latents: render RGB (a system "
                 "such as latentnerf-system, whose renders are latents, needs Stable Diffusion)"
             )
         channels = 4 if rgb_as_latents else 3
@@ -509,18 +429,14 @@ class SDIGuidance(BaseObject):
         camera_distances: Tensor,
         batch: dict[str, Any],
     ) -> Conditioning:
-        """The step's conditioning: text embeddings for Stable Diffusion; for a pixel model its
-        ``prompt_condition`` and, when it is view-conditioned, the batch's cameras (``c2w``, ``fovy``)."""
-        if self.is_stable_diffusion:
-            return conditioning_from_prompt_utils(
-                prompt_utils, elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
-            )
+        """The step's conditioning from the backbone; a view-conditioned model also gets the batch's
+        cameras (``c2w``, ``fovy``)."""
         cameras = None
         if getattr(self.model, "view_conditioned", False):
             cameras = cameras_from_batch(
                 elevation, azimuth, camera_distances, batch.get("c2w"), batch.get("fovy")
             )
-        return pixel_conditioning(self.model, prompt_utils, cameras)
+        return self.backbone.conditioning(prompt_utils, elevation, azimuth, camera_distances, cameras)
 
     # ---------------------------------------------------------------- call
     def __call__(

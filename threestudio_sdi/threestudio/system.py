@@ -1,6 +1,6 @@
 """``sdi-ext-system``: a threestudio ``BaseLift3DSystem`` that trains any geometry with a guidance.
 
-Training loss (SPEC §4): every ``loss_<x>`` the guidance returns times ``C(system.loss.lambda_<x>)``,
+Training loss (docs/method.md §4): every ``loss_<x>`` the guidance returns times ``C(system.loss.lambda_<x>)``,
 plus the regularisers of :mod:`threestudio_sdi.regularisers`, each one active when its
 ``lambda_`` key is in ``system.loss`` and its C()-value is > 0 at the step:
 

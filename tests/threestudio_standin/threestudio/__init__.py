@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 __standin__ = True
-__version__ = "stand-in"
+__version__ = "0.2.3"  # the version the stand-in imitates (the plugin checks it)
 __modules__: dict[str, type] = {}
 
 logger = logging.getLogger("threestudio-standin")

@@ -1,5 +1,0 @@
-"""``python -m threestudio_sdi.lab3d``: the ``sdi-lab3d`` command."""
-
-from .cli import main
-
-raise SystemExit(main())
