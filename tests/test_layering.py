@@ -30,7 +30,7 @@ ALLOWED = {
     "plugin": {"core", "models", "plugin"},
     "cpu_harness": {"cpu_harness"},
     "testing": {"core", "models", "testing", "cpu_harness"},
-    "experimental": {"core", "models", "testing", "experimental"},
+    "experimental": {"core", "models", "testing", "experimental", "plugin"},
     "bench": {"core", "cpu_harness", "bench"},
 }
 """Layer → the layers it may import from."""

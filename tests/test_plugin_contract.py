@@ -1017,3 +1017,69 @@ def test_accelerate_keeps_the_step_and_logs_what_the_cpu_skips(ts, tiny_path):
     assert a["model_evaluations"] == b["model_evaluations"] and float(difference) < 1e-4  # fp32 reordering
     with pytest.raises(ValueError, match="system.guidance.acceleration.compiel is not an option"):
         make_guidance(ts, "/nonexistent", accelerate=True, acceleration={"compiel": False})
+
+
+# ------------------------------------------------------------------ noise fields on the asset
+class RecordingField:
+    """A noise-field source: κ = N(0, 1) of z0's shape from its own seed, the batches it saw, a state."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.batches = seed, []
+
+    def __call__(self, batch, shape):
+        self.batches.append(batch)
+        return torch.randn(shape, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
+
+    def state_dict(self):
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state):
+        self.seed = state["seed"]
+
+
+def field_system(guidance, renderer_type):
+    return SimpleNamespace(guidance=guidance, cfg=SimpleNamespace(renderer_type=renderer_type))
+
+
+def test_a_strategy_that_uses_a_noise_field_gets_the_systems_render_of_it(ts, tiny_path):
+    from threestudio_sdi.threestudio.noise_fields import bind_noise_field, register_noise_field
+
+    guidance = make_guidance(ts, tiny_path, noise="consistent-noise")
+    assert guidance.uses_noise_field and guidance.noise_field is None
+    with pytest.raises(ValueError, match="noise='consistent-noise' needs a noise field .* no system gave"):
+        guidance(torch.rand(1, IMAGE, IMAGE, 3), prompt_utils(ts), **cameras(1))
+    with pytest.raises(ValueError, match="system.renderer_type='no-such-renderer' has none"):
+        bind_noise_field(field_system(guidance, "no-such-renderer"))
+
+    register_noise_field("recording-renderer")(lambda system: RecordingField(seed=11))
+    bind_noise_field(field_system(guidance, "recording-renderer"))
+    out = guidance(torch.rand(2, IMAGE, IMAGE, 3), prompt_utils(ts), **cameras(2), return_images=True)
+    expected = torch.randn(
+        out["noise"].shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64
+    )
+    assert torch.equal(out["noise"], expected.to(out["noise"]))  # consistency 1, no shared part: κ = field
+    assert guidance.noise_field.batches[-1]["azimuth"].shape == (2,)
+    assert guidance.state_dict()["noise_field"] == {"seed": 11}
+    guidance.load_state_dict({**guidance.state_dict(), "noise_field": {"seed": 5}})
+    assert guidance.noise_field.seed == 5
+
+
+def test_a_strategy_without_a_noise_field_is_not_bound_and_refuses_one(ts, tiny_path):
+    from threestudio_sdi.classifier_free import Conditioning
+    from threestudio_sdi.score_distillation import GuidanceConfig, guidance_step
+    from threestudio_sdi.threestudio.noise_fields import bind_noise_field
+
+    guidance = make_guidance(ts, tiny_path)
+    bind_noise_field(field_system(guidance, "no-such-renderer"))  # SDI uses none: nothing to bind
+    assert (
+        not guidance.uses_noise_field
+        and guidance.noise_field is None
+        and "noise_field" not in guidance.state_dict()
+    )
+    with pytest.raises(
+        ValueError, match="noise_field is given, but noise strategy 'inversion' does not use one"
+    ):
+        guidance_step(
+            guidance.model, torch.zeros(1, 4, 4, 4), 500, Conditioning(), GuidanceConfig(),
+            noise_field=torch.zeros(1, 4, 4, 4),
+        )  # fmt: skip

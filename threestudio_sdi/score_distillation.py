@@ -186,12 +186,13 @@ def step_context(
     schedule: NoiseSchedule | None = None,
     generator: torch.Generator | None = None,
     cached: Tensor | None = None,
+    noise_field: Tensor | None = None,
 ) -> StepContext:
     """What the strategy of ``config`` receives for a step on z0 at t (the config's preset, γ_fwd, CFG
     mode and inversion settings; the model's schedule unless one is given). Inputs are not checked."""
     return StepContext(
         model, z0, t, conditioning, schedule or NoiseSchedule.of_model(model), config.preset_spec,
-        config.guidance_scale, config.resolved_cfg_mode, config.inversion, generator, cached,
+        config.guidance_scale, config.resolved_cfg_mode, config.inversion, generator, cached, noise_field,
     )  # fmt: skip
 
 
@@ -230,20 +231,26 @@ def guidance_step(
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
     schedule: NoiseSchedule | None = None,
+    noise_field: Tensor | None = None,
 ) -> GuidanceOutput:
     """One guidance step for a batch z0 [B, ...] at timestep t (module docstring; docs/method.md §2).
 
     ``noise`` is the κ of the ``cached`` strategy (the previous step's ``noise_pred``) and must be None
-    for every other one. Random draws (δ, η noise, SDS noise) use ``generator``.
+    for every other one; ``noise_field`` is the views' render of a noise field fixed on the asset, for a
+    strategy that ``uses_noise_field``. Random draws (δ, η noise, SDS noise) use ``generator``.
     """
     schedule = schedule or NoiseSchedule.of_model(model)
     t = check_step_inputs(model, z0, t, conditioning, schedule, config, noise)
+    if noise_field is not None and not config.strategy.uses_noise_field:
+        raise ValueError(
+            f"noise_field is given, but noise strategy {config.strategy.name!r} does not use one"
+        )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     with torch.no_grad():
         latents = z0.detach()
         scale, mode = config.guidance_scale, config.resolved_cfg_mode
-        step = step_context(model, latents, t, conditioning, config, schedule, generator, noise)
+        step = step_context(model, latents, t, conditioning, config, schedule, generator, noise, noise_field)
         estimate = config.strategy(step)
         kappa, t_prime = estimate.noise, estimate.t_prime
         x_noisy = add_noise(latents, kappa, schedule.alpha_bar(t_prime, like=latents))

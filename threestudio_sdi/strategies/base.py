@@ -80,6 +80,8 @@ class StepContext:
         inversion: the inversion's settings (γ_inv, n, η, overshoot).
         generator: the random generator of every draw of the step (δ, η noise, SDS noise).
         cached: the caller's κ (``cached`` strategy only), else None.
+        noise_field: the step's views rendered from a noise field fixed on the asset by the host (a
+            strategy with ``uses_noise_field``, e.g. consistent noise), [B, ...] like z0, else None.
     """
 
     model: Any
@@ -93,6 +95,7 @@ class StepContext:
     inversion: InversionConfig
     generator: torch.Generator | None = None
     cached: Tensor | None = None
+    noise_field: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ class NoiseStrategy(Protocol):
     name: str
     takes_cached_noise: bool
     """True when κ is the caller's (``cached``, 2D only)."""
+    uses_noise_field: bool
+    """True when the strategy reads ``StepContext.field``: the host renders a noise field fixed on the
+    asset into the step's views (``sdi-guidance`` asks the system for it)."""
 
     def __call__(self, step: StepContext) -> NoiseEstimate: ...
 
@@ -140,8 +146,8 @@ _REGISTRY: dict[str, type] = {}
 def register_strategy(name: str) -> Callable[[StrategyClass], StrategyClass]:
     """Class decorator: make the strategy available as ``GuidanceConfig(noise=name)``.
 
-    Sets ``cls.name``; a class without ``takes_cached_noise`` gets False. A name may be registered once
-    (ValueError naming the class that has it).
+    Sets ``cls.name``; a class without ``takes_cached_noise`` or ``uses_noise_field`` gets False. A name
+    may be registered once (ValueError naming the class that has it).
     """
 
     def decorator(cls: StrategyClass) -> StrategyClass:
@@ -149,8 +155,9 @@ def register_strategy(name: str) -> Callable[[StrategyClass], StrategyClass]:
         if existing is not None and existing.__qualname__ != cls.__qualname__:
             raise ValueError(f"noise strategy {name!r} is already registered by {existing.__qualname__}")
         cls.name = name
-        if not hasattr(cls, "takes_cached_noise"):
-            cls.takes_cached_noise = False
+        for flag in ("takes_cached_noise", "uses_noise_field"):
+            if not hasattr(cls, flag):
+                setattr(cls, flag, False)
         _REGISTRY[name] = cls
         return cls
 

@@ -62,6 +62,7 @@ from ..timesteps import annealed_timestep, check_step_range, clamp_timestep, ran
 from .anneal_clock import RESUME_SCHEDULES, AnnealClock, resumed_clock
 from .backbone import FACTORY_SETTING, StableDiffusionBackbone, load_backbone
 from .batch_cameras import cameras_from_batch
+from .noise_fields import NoiseFieldSource
 from .registry import register
 
 GUIDANCE_NAME = "sdi-guidance"
@@ -239,6 +240,7 @@ class SDIGuidance(BaseObject):
         self.seed = torch.initial_seed() if cfg.seed is None else int(cfg.seed)
         self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
         self.nonfinite_steps = 0
+        self.noise_field: Optional[NoiseFieldSource] = None  # noqa: UP045  (bound by the system)
         self._warned_range = False
         self.clock = AnnealClock(int(cfg.trainer_max_steps))
         # Steps of the run: sdi-ext-system sets the trainer's max_steps; a resume compares it with the
@@ -278,12 +280,15 @@ class SDIGuidance(BaseObject):
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold to resume exactly: the generator, the fault counter, the clock."""
-        return {
+        state = {
             "generator": self.generator.get_state(),
             "nonfinite_steps": self.nonfinite_steps,
             "schedule": self.clock.state(),
             "run_steps": self.run_steps,
         }
+        if callable(getattr(self.noise_field, "state_dict", None)):
+            state["noise_field"] = self.noise_field.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint's state; the clock is reconciled with this run's length at the next step."""
@@ -292,6 +297,8 @@ class SDIGuidance(BaseObject):
         if "schedule" in state:
             self.clock = AnnealClock.from_state(state["schedule"])
             self._resumed_from = int(state["run_steps"])
+        if "noise_field" in state and callable(getattr(self.noise_field, "load_state_dict", None)):
+            self.noise_field.load_state_dict(state["noise_field"])
 
     # ---------------------------------------------------------------- schedule
     def step_range(self, epoch: int, global_step: int) -> tuple[float, float]:
@@ -438,6 +445,23 @@ class SDIGuidance(BaseObject):
             )
         return self.backbone.conditioning(prompt_utils, elevation, azimuth, camera_distances, cameras)
 
+    @property
+    def uses_noise_field(self) -> bool:
+        """True when the noise strategy reads a noise field fixed on the asset (:mod:`.noise_fields`)."""
+        return bool(getattr(self.guidance_config.strategy, "uses_noise_field", False))
+
+    def render_noise_field(self, batch: dict[str, Any], latents: Tensor) -> Optional[Tensor]:  # noqa: UP045
+        """The step's views of the bound noise field (None when the strategy uses none)."""
+        if not self.uses_noise_field:
+            return None
+        if self.noise_field is None:
+            raise ValueError(
+                f"system.guidance.noise={self.cfg.noise!r} needs a noise field fixed on the asset, and no "
+                "system gave this guidance one: sdi-ext-system does when training starts "
+                "(threestudio_sdi.threestudio.noise_fields.bind_noise_field)"
+            )
+        return self.noise_field(batch, tuple(latents.shape)).to(latents)
+
     # ---------------------------------------------------------------- call
     def __call__(
         self,
@@ -484,6 +508,15 @@ class SDIGuidance(BaseObject):
                 self.guidance_config,
                 generator=generator,
                 schedule=self.schedule,
+                noise_field=self.render_noise_field(
+                    {
+                        "elevation": elevation,
+                        "azimuth": azimuth,
+                        "camera_distances": camera_distances,
+                        **kwargs,
+                    },
+                    latents,
+                ),
             )
             if not evaluation:
                 self.nonfinite_steps += len(step.nonfinite)

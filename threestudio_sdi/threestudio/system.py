@@ -55,6 +55,7 @@ from ..regularisers import (
     sparsity_loss,
     z_variance_loss,
 )
+from .noise_fields import bind_noise_field
 from .registry import register
 
 SYSTEM_NAME = "sdi-ext-system"
@@ -145,6 +146,7 @@ class SDIExtSystem(BaseLift3DSystem):
             run_steps = self.trainer_max_steps()
             if run_steps is not None and hasattr(self.guidance, "run_steps"):
                 self.guidance.run_steps = run_steps
+            bind_noise_field(self)
         pending = getattr(self, "_pending_guidance_state", None)
         if pending is not None and has_own_state(self.guidance):
             self.guidance.load_state_dict(pending)

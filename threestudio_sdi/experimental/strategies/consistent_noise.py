@@ -9,9 +9,10 @@ render itself (SDI's inversion). Measured in the 3D lab (docs/lab3d.md), that en
 views that see different parts of n often pick different modes (a multi-faced asset); the shared
 component below makes them agree.
 
-The field is injected: the strategy receives a callable ``field(step) -> κ`` [B, ...] at construction
-(the 3D lab binds it to the run's asset and renderer, :mod:`threestudio_sdi.experimental.lab3d.noise_field`); the
-core knows nothing about assets. Without a field (``field=None``, e.g. by name from a config) κ is one
+The field comes from outside: either a callable ``field(step) -> κ`` [B, ...] given at construction
+(the 3D lab binds it to the run's asset and renderer, :mod:`threestudio_sdi.experimental.lab3d.noise_field`),
+or the host's render of its field in ``StepContext.noise_field`` (``uses_noise_field``: in threestudio,
+``sdi-guidance`` asks the system for it). The core knows nothing about assets. Without either, κ is one
 fixed N(0, I) image seeded by ``seed``, the same for every view and step: DDIM's fixed x_T in 2D, where
 the image is the parameter. No guided evaluation is spent; t′ = t + δ as the preset draws it.
 
@@ -57,15 +58,17 @@ NoiseField = Callable[[StepContext], Tensor]
 @register_strategy("consistent-noise")
 @dataclass(frozen=True)
 class ConsistentNoise:
-    """κ = ``field(step)``, the run's fixed noise field rendered into the step's views (module docstring).
+    """κ = the run's fixed noise field rendered into the step's views (module docstring).
 
     Attributes:
-        field: the injected noise field; None = one fixed N(0, I) image for every view.
+        field: the injected noise field; None = the host's (``StepContext.noise_field``), or without one a
+            fixed N(0, I) image for every view.
         seed: the seed of that image (unused with a field) and of the shared component.
         consistency: ρ, the share of κ's variance that comes from the field (module docstring).
         shared: β, the share of the field's variance in one value per channel shared by every pixel.
     """
 
+    uses_noise_field = True
     field: NoiseField | None = None
     seed: int = 0
     consistency: float = 1.0
@@ -89,7 +92,12 @@ class ConsistentNoise:
 
     def __call__(self, step: StepContext) -> NoiseEstimate:
         t_prime = overshoot_timestep(step)
-        kappa = self.fixed_image(step) if self.field is None else self.field(step)
+        if self.field is not None:
+            kappa = self.field(step)
+        elif step.noise_field is not None:
+            kappa = step.noise_field
+        else:
+            kappa = self.fixed_image(step)
         check_same_shape("consistent noise", kappa, step.z0, "z0")
         kappa = kappa.detach().to(step.z0)
         if self.shared > 0:
