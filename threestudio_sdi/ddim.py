@@ -153,15 +153,17 @@ def ddim_invert(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     disable: bool | None = True,
+    schedule: NoiseSchedule | None = None,
 ) -> InversionResult:
     """DDIM inversion (Song et al., 2021 §4.3; Mokady et al., 2023) of z0 along ascending ``timesteps``.
 
     z0 is taken as x at ``timesteps[0]`` (a negative first timestep uses the initial ᾱ, as the
     released SDI code does at −99). Each hop a → b evaluates ε̂ = CFG(x, a, γ) and applies
     :func:`ddim_hop`; with ``eta`` > 0 it then adds η·ς_{a,b}·n, ς the DDIM σ of the reverse step
-    b → a (the released code's per-hop entropy). No gradient flows through inversion.
+    b → a (the released code's per-hop entropy). No gradient flows through inversion. ``schedule`` is
+    the model's (read from it when None).
     """
-    schedule = NoiseSchedule.of_model(model)
+    schedule = schedule or NoiseSchedule.of_model(model)
     conditioning = conditioning or Conditioning()
     eta = check_range("inversion_eta", eta, 0.0)
     check_cfg_mode(cfg_mode)

@@ -65,6 +65,7 @@ def invert(
         step.cfg_mode,
         eta=eta,
         generator=step.generator,
+        schedule=step.schedule,
     )
 
 
