@@ -17,8 +17,8 @@ tests/threestudio_cpu/make_venv.sh --full: threestudio's pins, this package inst
 threestudio's own ``load_custom_modules()`` (through sdi-doctor's probe, in the clone) must register
 both names from the files of the install in use, and every config of the extension must load. Then
 sdi-doctor itself: on a git clone with its smoke run (the CPU harness), and on each failure: no
-extension, the package missing, a wrong diffusers (an overlay that make_venv.sh installs), an
-unreachable model, an old threestudio.
+extension, the package missing, a wrong diffusers (0.42.1, in an overlay that make_venv.sh installs),
+an unreachable model, an old threestudio.
 """
 
 from __future__ import annotations
@@ -165,8 +165,8 @@ def test_sdi_doctor_on_a_git_clone_runs_its_smoke_run_and_names_the_unreachable_
     assert checks["smoke run"].startswith(
         "✓ smoke run: 3 steps of sdi.yaml, validation and test through launch.py on the CPU (CPU harness): "
     )
-    assert (
-        checks["diffusers"].startswith("✓ diffusers: 0.19.3") and checks["CUDA"] == "✗ CUDA: no CUDA device"
+    assert checks["diffusers"].startswith("✓ diffusers: 0.19.3") and checks["CUDA"].startswith(
+        "✗ CUDA: no CUDA device\n"
     )
 
 
@@ -222,18 +222,27 @@ def test_sdi_doctor_with_a_drop_in_but_no_package_names_the_import_error(tmp_pat
 
 
 def test_sdi_doctor_with_a_wrong_diffusers_names_the_version_and_the_pip_line(tmp_path, monkeypatch):
-    overlay = pathlib.Path(PYTHON).parents[1] / "overlays" / "diffusers-0.30"
+    """What ``pip install -U diffusers`` does to threestudio's environment: diffusers 0.42.1 beside
+    threestudio's huggingface_hub 0.25 (a real install, in an overlay that make_venv.sh --full makes)."""
+    overlay = pathlib.Path(PYTHON).parents[1] / "overlays" / "diffusers-0.42"
     if not (overlay / "diffusers").is_dir():
         pytest.skip(f"{overlay} is missing: tests/threestudio_cpu/make_venv.sh --full installs it")
-    monkeypatch.setenv("PYTHONPATH", str(overlay))  # a real diffusers 0.30.0 before threestudio's 0.19.3
+    monkeypatch.setenv("PYTHONPATH", str(overlay))  # before threestudio's diffusers 0.19.3
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     threestudio = fresh_threestudio(tmp_path / "threestudio")
     clone_of_this_repository(threestudio / "custom" / "threestudio-sdi")
-    command = [PYTHON, "-m", "threestudio_sdi.doctor", "--threestudio", str(threestudio), "--no-smoke"]
-    status, checks = doctor_lines([*command, "--python", PYTHON])
-    assert status == 1 and {"diffusers", "import threestudio"} <= failed(checks)
-    assert checks["diffusers"].startswith("✗ diffusers: 0.30.0 (works: >= 0.19.3, < 0.20)")
-    assert 'fix: pip install "diffusers>=0.19.3,<0.20"' in checks["diffusers"]
-    print(checks["import threestudio"])
+    command = [PYTHON, "-m", "threestudio_sdi.doctor", "--threestudio", str(threestudio), "--python", PYTHON]
+    status, checks = doctor_lines(command)
+    assert status == 1 and failed(checks) == CPU_ONLY | {
+        "diffusers",
+        "import threestudio",
+        "model",
+        "smoke run",
+    }
+    assert checks["diffusers"].startswith("✗ diffusers: 0.42.1 (works: >= 0.19.3, < 0.20)")
+    assert checks["diffusers"].endswith('fix: pip install "diffusers>=0.19.3,<0.20"')
+    assert "cannot import name 'resolve_revision' from 'huggingface_hub'" in checks["import threestudio"]
+    assert checks["smoke run"] == "✗ smoke run: not run: fix the lines above first"
 
 
 def test_sdi_doctor_and_the_version_guard_on_an_old_threestudio(tmp_path, bare_python):
