@@ -53,6 +53,7 @@ setup(
             "sdi-lab=threestudio_sdi.experimental.lab.cli:main",
             "sdi-bench=sdi_bench.cli:main",
             "sdi-lab3d=threestudio_sdi.experimental.lab3d.cli:main",
+            "sdi-doctor=threestudio_sdi.doctor:main",
         ]
     },
 )

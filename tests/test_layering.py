@@ -22,8 +22,10 @@ LAYER_OF = {
     "threestudio": "plugin",
     "testing": "testing",
     "experimental": "experimental",
+    "doctor": "tool",
 }
-"""Subpackage of threestudio_sdi → layer; every other module of it (and ``strategies``) is the core."""
+"""Subpackage (or module) of threestudio_sdi → layer; every other module of it (and ``strategies``) is
+the core. ``doctor`` (sdi-doctor) is a tool on top of the product: it runs the CPU harness's smoke run."""
 ALLOWED = {
     "core": {"core"},
     "models": {"core", "models"},
@@ -32,6 +34,7 @@ ALLOWED = {
     "testing": {"core", "models", "testing", "cpu_harness"},
     "experimental": {"core", "models", "testing", "experimental", "plugin"},
     "bench": {"core", "cpu_harness", "bench"},
+    "tool": {"core", "models", "testing", "cpu_harness", "tool"},
 }
 """Layer → the layers it may import from."""
 

@@ -26,7 +26,7 @@ from threestudio_sdi.models.model_source import (
 from threestudio_sdi.models.stable_diffusion import load_stable_diffusion
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "custom" / "threestudio-sdi" / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 SETTING = "system.guidance.pretrained_model_name_or_path"
 
 

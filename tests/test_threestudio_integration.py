@@ -7,7 +7,8 @@ runs tests/threestudio_cpu/run_smoke.py once in a subprocess with the Python of 
 (tests/threestudio_cpu/make_venv.sh --full), and checks its report: registration beside the built-in
 SDI, training through launch.py, resume through launch.py's ``resume=``, a resume with more steps,
 bf16 autocast, float16 weights, ``--test`` and ``--export`` from a checkpoint, validation that leaves
-training alone, the built-in SDI guidance on the same inputs, and the mixing matrix. Nothing is written into the threestudio checkout.
+training alone, the built-in SDI guidance on the same inputs, the mixing matrix, and the A/B configs
+sds.yaml and vsd.yaml (threestudio's SDS and VSD) training. Nothing is written into the threestudio checkout.
 
 Then the known answers in 3D: threestudio and the 3D lab agree on what a camera sees, and
 ``sdi-ext-system`` with threestudio's own geometry and renderer distils the lab's exact prior
@@ -244,6 +245,29 @@ def test_mixing_matrix(report, combination):
     else:
         assert re.search(message, result["error"], flags=re.S), result
         assert result["phase"] in ("start-up", "first step") and not result["losses"]
+
+
+# ------------------------------------------------------------------ the A/B configs train
+@pytest.mark.parametrize(
+    ("method", "system", "guidance", "losses"),
+    [
+        ("sds", "DreamFusion", "StableDiffusionGuidance", ["train/loss_sds", "train/loss_sparsity"]),
+        ("vsd", "ProlificDreamer", "StableDiffusionVSDGuidance", ["train/loss_lora", "train/loss_vsd"]),
+    ],
+)
+def test_ab_configs_train_then_validate_and_test(report, method, system, guidance, losses):
+    """configs/sds.yaml and configs/vsd.yaml, 3 steps with the A/B stack (tests/threestudio_cpu/ab_configs.py),
+    then validation and the test turntable; VSD's LoRA and camera embedding train too."""
+    run = section(report, "ab_configs")[method]
+    print(f"{method}: {run['seconds']} s, losses {run['losses']}")
+    assert (run["system"], run["guidance"]) == (system, guidance)
+    assert run["steps"] == [1, 2, 3] and run["finite"] and run["geometry_params_changed"]
+    assert set(losses) <= set(run["logged"]), run["logged"]
+    for name in ("it3-0.png", "it3-test/0.png", "it3-test.mp4"):
+        assert run["files"].get(name, 0) > 0, name
+    if method == "vsd":
+        changed = run["guidance_params_changed"]
+        assert any("lora" in key for key in changed) and any("camera_embedding" in key for key in changed)
 
 
 # ------------------------------------------------------------------ known answers in 3D

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import re
 import shutil
 import sys
 from collections.abc import Sequence
 
+MIN_THREESTUDIO_VERSION = (0, 2, 3)
+"""threestudio 0.2.3 (HEAD 28d9d80, December 2024) is what the plugin is tested against."""
 EXTENSION_NAME = "threestudio-sdi"
 """The folder name under threestudio's ``custom/`` (also the module name ``launch.py`` gives it)."""
 SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,6 +34,13 @@ package, which registers sdi-guidance and sdi-ext-system; the configs are in con
 
 from threestudio_sdi.threestudio import REGISTERED_NAMES, SDIExtSystem, SDIGuidance  # noqa: F401
 '''
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"0.2.3"`` -> (0, 2, 3); the leading numeric parts of a version string (``"0.3.0.dev1"`` ->
+    (0, 3, 0)); () when it starts with no number."""
+    match = re.match(r"\d+(\.\d+)*", text.strip())
+    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
 
 
 def config_dir() -> pathlib.Path:

@@ -1,8 +1,8 @@
-"""The CPU configs of the real-threestudio harness and a :class:`Harness` that writes and launches them.
+"""A :class:`Harness` that writes the CPU configs of the real-threestudio harness and launches them.
 
 A run's config is a YAML file in the working directory: a base config (ours, or one of threestudio's
-own) merged with layers of overrides by OmegaConf and saved unresolved, so that threestudio's
-``load_config`` resolves it exactly as it resolves a user's config. :meth:`Harness.run` then calls
+own) merged with layers of overrides (:mod:`threestudio_sdi.testing.cpu_harness.configs`) and saved
+unresolved, so that threestudio's ``load_config`` resolves it exactly as it resolves a user's config. :meth:`Harness.run` then calls
 threestudio's ``launch.py`` ``main()`` on it (:func:`threestudio_sdi.testing.cpu_harness.launcher.launch_on_cpu`).
 """
 
@@ -13,57 +13,19 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from threestudio_sdi.testing.cpu_harness.configs import (  # noqa: F401 (the layers the scenarios use)
+    CPU,
+    CPU_RESET,
+    PROMPT,
+    PURE_TORCH_FIELD,
+    sdi_guidance,
+    steps,
+    write_config,
+)
 from threestudio_sdi.testing.cpu_harness.launcher import LaunchRun, launch_on_cpu
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SDI_YAML = REPO / "configs" / "sdi.yaml"
-PROMPT = "a DSLR photo of a hamburger"
-
-PURE_TORCH_FIELD = {
-    "pos_encoding_config": {"otype": "ProgressiveBandFrequency", "n_frequencies": 4},
-    "mlp_network_config": {
-        "otype": "VanillaMLP",
-        "activation": "ReLU",
-        "output_activation": "none",
-        "n_neurons": 16,
-        "n_hidden_layers": 1,
-    },
-}
-"""A geometry network without tiny-cuda-nn: threestudio's pure-torch encoding and MLP."""
-
-CPU_RESET = {
-    "system": {"background": None, "geometry": {"pos_encoding_config": None, "mlp_network_config": None}}
-}
-"""Blocks that name CUDA-only components are cleared first (an OmegaConf merge keeps old keys, and
-threestudio's configs reject unknown ones), then set anew by :data:`CPU`."""
-
-CPU = {
-    "use_timestamp": False,
-    "data": {
-        "width": 32,
-        "height": 32,
-        "eval_width": 32,
-        "eval_height": 32,
-        "n_val_views": 1,
-        "n_test_views": 1,
-    },
-    "system": {
-        "geometry": PURE_TORCH_FIELD,
-        "background_type": "solid-color-background",
-        "background": {"learned": True},
-        "renderer": {
-            "estimator": "importance",
-            "num_samples_per_ray": 16,
-            "num_samples_per_ray_importance": 8,
-            "near_plane": 0.1,
-            "far_plane": 4.0,
-        },
-        "prompt_processor": {"prompt": PROMPT, "spawn": False},
-    },
-    "trainer": {"log_every_n_steps": 1, "num_sanity_val_steps": 0, "precision": 32},
-}
-"""32×32 renders, 16 + 8 samples per ray, importance sampling, a solid background, precision 32."""
-
 DETERMINISTIC = {
     "data": {
         # a collate draws elevation e or asin(sin(e)) by chance (the same only at 0); at global step 0
@@ -86,32 +48,6 @@ DETERMINISTIC = {
 draws batch k + 1 before step k): the guidance's own draws are then all that varies."""
 
 
-def sdi_guidance(tiny: pathlib.Path) -> dict[str, Any]:
-    """The guidance block that points sdi.yaml at the tiny model (the prompt processor follows it)."""
-    return {
-        "guidance": {
-            "pretrained_model_name_or_path": str(tiny),
-            "local_files_only": True,
-            "half_precision_weights": False,
-            "seed": 0,
-        }
-    }
-
-
-def steps(
-    max_steps: int, val_every: int | None = None, checkpoint_every: int | None = None
-) -> dict[str, Any]:
-    """``max_steps`` training steps, validation every ``val_every`` (default: at the end), checkpoints."""
-    return {
-        "trainer": {"max_steps": max_steps, "val_check_interval": val_every or max_steps},
-        "checkpoint": {
-            "save_last": True,
-            "save_top_k": -1,
-            "every_n_train_steps": checkpoint_every or max_steps,
-        },
-    }
-
-
 @dataclass
 class Harness:
     """One working directory with ``custom/threestudio-sdi`` linked in, and the tiny model."""
@@ -124,16 +60,8 @@ class Harness:
 
     def config(self, name: str, *layers: dict[str, Any], base: pathlib.Path = SDI_YAML) -> pathlib.Path:
         """``base`` merged with ``layers``, the run's name as its tag, written unresolved to a file."""
-        from omegaconf import OmegaConf
-
         own = {"name": "harness", "tag": name, "exp_root_dir": str(self.workdir / "outputs")}
-        merged = OmegaConf.merge(
-            OmegaConf.load(base), *(OmegaConf.create(layer) for layer in layers), OmegaConf.create(own)
-        )
-        path = self.workdir / "configs" / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(merged, path)
-        return path
+        return write_config(self.workdir / "configs" / f"{name}.yaml", base, *layers, own)
 
     def sdi_config(self, name: str, *layers: dict[str, Any]) -> pathlib.Path:
         """configs/sdi.yaml on the CPU with the tiny model, plus ``layers``."""

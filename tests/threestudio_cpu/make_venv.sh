@@ -8,7 +8,9 @@
 # threestudio pins diffusers<0.20, transformers==4.28.1 (and, in practice, huggingface_hub<0.26, which
 # diffusers 0.19 needs, and libigl 2.5 / setuptools<81 for its own imports). torch stays the CPU wheel
 # 2.13.0 (a constraint keeps every other package from pulling a CUDA build). tinycudann, nvdiffrast and
-# torchvision are not installed: tests/threestudio_cpu/stubs stands in for them.
+# torchvision are not installed: threestudio_sdi/testing/cpu_harness/stubs stands in for them. --full also puts a real
+# diffusers 0.42.1 into VENV/overlays/diffusers-0.42 (not on sys.path): tests/test_threestudio_install.py
+# prepends it to PYTHONPATH to show what sdi-doctor says of a diffusers threestudio cannot use.
 set -euo pipefail
 VENV=${1:?usage: make_venv.sh VENV [--full]}
 MODE=${2:-}
@@ -28,6 +30,7 @@ if [[ "$MODE" == "--full" ]]; then
   "${PIP[@]}" 'setuptools>=77,<81' lightning==2.0.0 pytorch_lightning==2.0.0 libigl==2.5.1 nerfacc==0.5.3 \
     jaxtyping typeguard opencv-python-headless 'imageio[ffmpeg]' trimesh PyMCubes einops scipy IPython \
     wandb tensorboard networkx envlight==0.1.0 torchmetrics xatlas
+  "$VENV/bin/pip" install -q --no-deps --target "$VENV/overlays/diffusers-0.42" diffusers==0.42.1
 elif [[ -n "$MODE" ]]; then
   echo "unknown option $MODE (expected --full)" >&2
   exit 2

@@ -13,7 +13,8 @@ In a fresh working directory (threestudio's tree is never written to):
    VSD blocks of configs/sds.yaml and configs/vsd.yaml against threestudio's own Config classes;
 4. runs each scenario through launch.py's ``main()`` with the tiny offline Stable Diffusion
    (scenarios.py: smoke, resume, longer, bf16, half weights, export, validation; builtin_sdi.py: the
-   built-in SDI guidance on the same inputs; mixing.py: sdi-guidance with other systems and components);
+   built-in SDI guidance on the same inputs; mixing.py: sdi-guidance with other systems and components;
+   ab_configs.py: configs/sds.yaml and configs/vsd.yaml, threestudio's SDS and VSD, train);
 5. checks that threestudio and the 3D lab agree on cameras and images (conventions.py), and distils the
    lab's exact prior with threestudio's own geometry and renderer, scored against the known assets
    (known_answer.py, through ``sdi-guidance``'s ``model_factory``: lab3d's threestudio_prior).
@@ -102,6 +103,7 @@ def main() -> int:
     if "threestudio-sdi" not in sys.modules:
         raise RuntimeError("launch.load_custom_modules() did not load custom/threestudio-sdi")
 
+    import ab_configs
     import builtin_sdi
     import conventions
     import known_answer
@@ -119,6 +121,7 @@ def main() -> int:
         **scenarios.SCENARIOS,
         "builtin_sdi": builtin_sdi.compare,
         "mixing": mixing.matrix,
+        "ab_configs": ab_configs.ab_configs,
         "conventions": conventions.conventions,
         "known_answer": known_answer.known_answer,
     }

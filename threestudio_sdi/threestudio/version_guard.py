@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import threestudio
 
-MIN_THREESTUDIO_VERSION = (0, 2, 3)
-"""threestudio 0.2.3 (HEAD 28d9d80, December 2024) is what the plugin is tested against."""
+from ..extension import MIN_THREESTUDIO_VERSION, parse_version
 
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """``"0.2.3"`` -> (0, 2, 3); the leading numeric parts of a version string (``"0.3.0.dev1"`` ->
-    (0, 3, 0)); () when it starts with no number."""
-    match = re.match(r"\d+(\.\d+)*", text.strip())
-    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+__all__ = ["MIN_THREESTUDIO_VERSION", "check_threestudio_version", "parse_version"]
 
 
 def check_threestudio_version() -> str:
