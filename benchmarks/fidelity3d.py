@@ -126,6 +126,7 @@ def main() -> int:
         for method in methods
         for seed in seeds
     ]
+    torch.set_num_threads(1)  # one thread per process (more only adds OpenMP waits on a busy machine)
     prior_of = {settings: prior for prior, settings in priors.items()}
     labs = {settings: Lab3D(settings) for settings in priors.values()}
     command = " ".join(["python benchmarks/fidelity3d.py", *sys.argv[1:]])

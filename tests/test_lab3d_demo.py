@@ -166,3 +166,15 @@ def test_the_stacked_volume_is_kept_only_while_the_grid_is_unchanged_and_needs_n
     torch.testing.assert_close(again[0, 4 + 1], grid.colour[1, 0], rtol=0, atol=0)
     trained = VoxelGrid(torch.rand(4, 4, 4, requires_grad=True), torch.rand(3, 4, 4, 4))
     assert stacked_fields(trained) is not stacked_fields(trained)
+
+
+def test_a_missing_module_is_named_at_start_with_its_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threestudio_sdi.experimental.lab import extras
+
+    real = extras.importlib.util.find_spec
+    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda n: None if n == "matplotlib" else real(n))
+    with pytest.raises(SystemExit) as stop:
+        main(["--demo"])
+    assert str(stop.value.code) == (
+        "sdi-lab3d: error: sdi-lab3d needs matplotlib, not installed here: pip install matplotlib"
+    )

@@ -16,8 +16,9 @@ import re
 from collections.abc import Mapping
 
 DISTRIBUTION = "threestudio-sdi"
-LAB_MODULES = {"matplotlib": "matplotlib", "tqdm": "tqdm"}
-"""Import name → distribution: what both labs import (figures, progress bars)."""
+LAB_MODULES = {"matplotlib": "matplotlib"}
+"""Import name → distribution: what both labs need beyond the extension's requirements (the figures;
+tqdm, numpy and torch come with ``requirements.txt`` and threestudio)."""
 DIGITS_MODULES = {"sklearn": "scikit-learn"}
 """The digits model's data set (``sklearn.datasets.load_digits``)."""
 DIFFUSERS_MODULES = {"diffusers": "diffusers", "transformers": "transformers", "safetensors": "safetensors"}

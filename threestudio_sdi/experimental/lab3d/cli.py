@@ -205,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-views", type=int, default=defaults.eval_views)
     parser.add_argument("--asset-seed", type=int, default=defaults.asset_seed)
     parser.add_argument(
-        "--workers", type=int, default=1, help="processes, one run each at a time (one torch thread each)"
+        "--workers",
+        type=int,
+        default=1,
+        help="processes, one torch thread each (the rows do not depend on it)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (with --workers 1)")
     parser.add_argument("--out", default="outputs3d")

@@ -10,10 +10,12 @@ three true variants, their mean, and each method's asset, from 8 held-out views)
 **The demo's budget** (:data:`DEMO_DEFAULTS`) against the lab's default (:class:`LabSettings`): 160
 steps × 2 views instead of 400 × 4, at 24² px and 32 samples per ray instead of 32² and 64, with Adam's
 learning rate 0.1 instead of 0.05 to make up for the fewer steps; the assets (32³ voxels, 3 classes × 3
-variants), the prior (s = 0.05) and the methods are the lab's. At this budget, seed 0 shows what the full
-run measures over 9 runs: SDI ends nearer the class mean than any variant, SDS commits to one variant
-without reaching it, ``consistent-shared-10`` recovers one (``benchmarks/results/lab3d-demo.json``).
-Any option of ``sdi-lab3d`` given with ``--demo`` overrides the demo's value.
+variants), the prior (s = 0.05) and the methods are the lab's. At this budget seed 0 shows what the full
+run measures over 9 runs per method: SDI ends nearer the class mean than any variant, SDS leans to one
+variant without reaching it, ``consistent-shared-10`` recovers one (``benchmarks/results/lab3d-demo/``);
+over seeds 0–3 SDI is a blend in all 4 and ``consistent-shared-10`` lands nearest one variant in all 4
+but recovers it only with seed 0 (``benchmarks/results/lab3d-demo-seeds/``; the full budget recovers
+in 23 of 27 runs). Any option of ``sdi-lab3d`` given with ``--demo`` overrides the demo's value.
 """
 
 from __future__ import annotations
