@@ -47,7 +47,13 @@ from torch import Tensor
 from threestudio_sdi.classifier_free import Conditioning, Guide
 from threestudio_sdi.ddim import ddim_invert
 from threestudio_sdi.experimental.lab import LabRun, distill_2d, sample_reference_2d
-from threestudio_sdi.experimental.lab.metrics import grouped_diversity, grouped_total_variation, rms_distance
+from threestudio_sdi.experimental.lab.metrics import (
+    BLOWN_UP,
+    blown_up,
+    grouped_diversity,
+    grouped_total_variation,
+    rms_distance,
+)
 from threestudio_sdi.experimental.solvers import (
     fixed_point_map,
     relative_residuals,
@@ -61,8 +67,6 @@ from threestudio_sdi.strategies import InversionConfig
 GUIDANCE_SCALE = 7.5
 INVERSION_SCALE = -7.5
 STEPS = 50
-BLOWN_UP = 10.0
-"""A sample with max |x| above this (10× the data's range) counts as blown up."""
 
 
 @dataclass
@@ -220,8 +224,7 @@ def gaussian_w2(samples: Tensor, variances: Tensor) -> float:
 
 def outcome_metrics(setup: Setup, x: Tensor, reference: Tensor, bandwidth: float) -> dict[str, Any]:
     """Outcome metrics over the samples that did not blow up (their fraction is reported)."""
-    flat = x.flatten(1)
-    kept = flat.isfinite().all(1) & (flat.abs().amax(1) <= BLOWN_UP)
+    kept = ~blown_up(x)
     row: dict[str, Any] = {"blown_up_fraction": float(1 - kept.double().mean())}
     if kept.sum() < 2:
         return row

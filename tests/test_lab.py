@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from threestudio_sdi.experimental.lab import METHODS, LabRun, distill_2d, sample_reference_2d
+from threestudio_sdi.experimental.lab import METHODS, LabRun, distill_2d, extras, sample_reference_2d
 from threestudio_sdi.experimental.lab.cli import main, parse_runs
+from threestudio_sdi.experimental.lab.metrics import BLOWN_UP, blown_up
 from threestudio_sdi.score_distillation import GuidanceConfig
 from threestudio_sdi.testing.gaussian import GaussianModel
 from threestudio_sdi.testing.mixture import GaussianMixtureModel
@@ -141,6 +142,114 @@ def test_cli_writes_table_grid_and_metrics(model: str, tmp_path: Path, capsys: p
 def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--methods", "nope", "--out", str(tmp_path)])
+
+
+BAD_OPTIONS = [
+    (["--per-class", "1"], "--per-class", "1"),
+    (["--per-class", "-1"], "--per-class", "-1"),
+    (["--show-class", "10"], "--show-class", "10"),
+    (["--seed", "1234567890123456789012"], "--seed", "1234567890123456789012"),
+    (["--seed", "-3"], "--seed", "-3"),
+    (["--steps", "1"], "--steps", "1"),
+    (["--guidance-scale", "nan"], "--guidance-scale", "nan"),
+    (["--lr", "0"], "--lr", "0"),
+    (["--methods", "sdx"], "--methods", "sdx"),
+    (["--model", "tiny-sd", "--shape", "-4", "8", "8"], "--shape", "-4 8 8"),
+    (["--model", "tiny-sd", "--shape", "3", "8", "8"], "--shape", "3 8 8"),
+    (["--model", "tiny-sd", "--shape", "4", "7", "8"], "--shape", "4 7 8"),
+    (["--model", "tiny-sd", "--model-path", "/nope"], "--model-path", "/nope"),
+]
+
+
+@pytest.mark.parametrize("argv, option, value", BAD_OPTIONS, ids=[" ".join(a[0]) for a in BAD_OPTIONS])
+def test_a_bad_option_gets_one_line_naming_it_and_its_value(
+    argv: list[str], option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    short = [] if "--steps" in argv else ["--steps", "2"]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, *short, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert stop.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sdi-lab")]
+    assert len(lines) == 1 and option in lines[0] and value in lines[0], lines
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_a_bad_option_prints_no_traceback(tmp_path: Path) -> None:
+    """As a user runs it: one line on stderr, exit status 2, no traceback."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "threestudio_sdi.experimental.lab.cli",
+            "--seed",
+            "9" * 22,
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"sdi-lab: error: --seed must lie in [0, 4294967295], got {'9' * 22}"
+    ]
+
+
+@pytest.mark.parametrize("under", [False, True], ids=["a file", "under a file"])
+def test_out_that_is_a_file_or_under_one_is_refused_before_anything_runs(
+    under: bool, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("a user's file")
+    out = blocker / "lab" if under else blocker
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(out), "--no-progress"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"sdi-lab: error: --out {out}") and "not a folder" in error
+    assert blocker.read_text() == "a user's file"
+
+
+def test_blown_up_samples_are_counted_excluded_and_named_on_the_picture(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """SDS at CFG 7.5 in the exact update blows up some digits (docs/lab.md): the table counts them, the
+    measures leave them out (so they stay in the data's range), and the grid's row label says so."""
+    out = tmp_path / "lab"
+    assert main(["--methods", "ddim,sds", "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads((out / "metrics.json").read_text())["results"]
+    count, total = map(int, rows["sds"]["blown_up"].split("/"))
+    assert total == 80 and count > 0 and rows["ddim"]["blown_up"] == "0/80"
+    assert 0.3 < rows["sds"]["sharpness_tv_vs_real"] < 3  # not the 5.7e8 of the blown-up samples
+    assert f"{count}/80" in capsys.readouterr().out
+
+
+def test_blown_up_is_nonfinite_or_beyond_the_limit() -> None:
+    samples = torch.zeros(5, 1, 2, 2)
+    samples[1, 0, 0, 0] = BLOWN_UP * 1.01
+    samples[2, 0, 1, 1] = float("nan")
+    samples[3, 0, 0, 1] = -float("inf")
+    samples[4, 0, 1, 0] = -BLOWN_UP  # on the limit: kept
+    assert blown_up(samples).tolist() == [False, True, True, True, False]
+
+
+def test_a_missing_extra_names_the_pip_install_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    real = extras.importlib.util.find_spec
+    monkeypatch.setattr(
+        extras.importlib.util,
+        "find_spec",
+        lambda name: None if name in ("diffusers", "sklearn") else real(name),
+    )
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", "tiny-sd"])
+    message = str(stop.value.code)
+    assert message.startswith("sdi-lab: error: sdi-lab --model tiny-sd needs diffusers")
+    assert "[diffusers] extra" in message and 'pip install "diffusers>=0.19.3"' in message
+    with pytest.raises(SystemExit) as stop:
+        main([])
+    assert "needs scikit-learn" in str(stop.value.code) and "pip install scikit-learn" in str(stop.value.code)
 
 
 def test_import_is_light() -> None:

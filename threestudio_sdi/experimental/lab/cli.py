@@ -2,10 +2,12 @@
 
     sdi-lab                              # digits mixture, every class, CPU, < 1 min
     sdi-lab --model gaussian             # power-law Gaussian: kept variance per frequency band
-    sdi-lab --model tiny-sd --prompt "a hamburger"   # the tiny random Stable Diffusion stack
+    sdi-lab --model tiny-sd --prompt "a hamburger"   # the tiny random Stable Diffusion stack ([diffusers])
 
 A method is ``ddim``, ``ddim-cache``, ``sds``, ``sdi`` or ``ism``; ``sdi@G`` runs SDI with inversion
-CFG γ_inv = G (the paper's CFG ablation, Fig. 10).
+CFG γ_inv = G (the paper's CFG ablation, Fig. 10). A sample that blew up (NaN, ±Inf or max |x| > 10) is
+counted in the table's ``blown_up`` column, left out of the other measures, and marked in red on the
+PNGs. A bad option gets one line naming it and its value (exit status 2).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 import warnings
@@ -24,13 +27,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...errors import check_finite_number, check_int, check_range
 from ...score_distillation import GuidanceConfig, NonFiniteGuidanceWarning
 from ...strategies import InversionConfig
 from .distill import METHODS, LabRun, distill_2d, sample_reference_2d
+from .extras import DIFFUSERS_MODULES, DIGITS_MODULES, LAB_MODULES, check_installed
 from .figures import save_band_plot, save_image_grid
-from .metrics import grouped_diversity, grouped_total_variation, mean_pairwise_distance, rms_distance
+from .metrics import (
+    BLOWN_UP,
+    blown_up,
+    grouped_diversity,
+    grouped_total_variation,
+    mean_pairwise_distance,
+    rms_distance,
+)
 
 DEFAULT_METHODS = "ddim,ddim-cache,sds,sdi,sdi@0,sdi@7.5,ism"
+MAX_SEED = 2**32 - 1
+"""The largest seed the labs take: threestudio's (numpy's) limit, so a seed means the same everywhere."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,8 @@ class LabSetup:
     labels: Tensor
     column_titles: list[str]
     to_images: Callable[[Tensor], Tensor]
-    measure: Callable[[Tensor, Tensor], dict[str, float]]
+    measure: Callable[[Tensor, Tensor], dict[str, Any]]
+    """(samples, their labels) → outcome measures; called on the samples that did not blow up."""
     value_range: tuple[float, float] = (-1.0, 1.0)
 
 
@@ -83,13 +98,13 @@ def digits_setup(args: argparse.Namespace) -> LabSetup:
     real_tv = grouped_total_variation(real, real_labels)
     real_diversity = grouped_diversity(real, real_labels)
 
-    def measure(samples: Tensor, reference: Tensor) -> dict[str, float]:
+    def measure(samples: Tensor, kept_labels: Tensor) -> dict[str, float]:
         posterior = model.class_log_posterior(samples.to(torch.float64))
-        return {
-            "sharpness_tv_vs_real": float(grouped_total_variation(samples, labels) / real_tv),
-            "diversity_vs_real": float(grouped_diversity(samples, labels) / real_diversity),
-            "class_accuracy": float((posterior.argmax(1) == labels).double().mean()),
-        }
+        measures = {"sharpness_tv_vs_real": float(grouped_total_variation(samples, kept_labels) / real_tv)}
+        if int(kept_labels.bincount().max()) >= 2:  # diversity needs two samples of one class
+            measures["diversity_vs_real"] = float(grouped_diversity(samples, kept_labels) / real_diversity)
+        measures["class_accuracy"] = float((posterior.argmax(1) == kept_labels).double().mean())
+        return measures
 
     return LabSetup(
         model,
@@ -110,7 +125,7 @@ def gaussian_setup(args: argparse.Namespace) -> LabSetup:
     batch = args.per_class * 32
     labels = torch.zeros(batch, dtype=torch.long)
 
-    def measure(samples: Tensor, reference: Tensor) -> dict[str, Any]:
+    def measure(samples: Tensor, kept_labels: Tensor) -> dict[str, Any]:
         ratios = model.band_variance_ratio(samples.to(torch.float64), n_bands=4)
         return {"band_variance_ratio": [float(r) for r in ratios]}
 
@@ -119,24 +134,46 @@ def gaussian_setup(args: argparse.Namespace) -> LabSetup:
 
 def tiny_sd_setup(args: argparse.Namespace) -> LabSetup:
     """The tiny random Stable Diffusion stack (built into a temp folder unless --model-path)."""
+    from ...models.model_source import ModelSourceError, check_model_source
     from ...models.stable_diffusion import load_stable_diffusion
     from ...testing.tiny_sd import tiny_stable_diffusion
 
     path = args.model_path or tiny_stable_diffusion(Path(tempfile.mkdtemp(prefix="sdi-tiny-sd-")))
-    parts = load_stable_diffusion(path, local_files_only=True)
+    try:  # the source is checked before diffusers loads anything
+        check_model_source(str(path), "--model-path", local_files_only=True)
+        parts = load_stable_diffusion(path, local_files_only=True, setting="--model-path")
+    except ModelSourceError as error:  # its first line names the option, the value and the cause
+        raise ValueError(str(error).splitlines()[0]) from None
+    check_latent_shape(args.shape, parts.model.unet.config)
     embedding = parts.prompts.encode([args.prompt])
     labels = torch.zeros(args.per_class, dtype=torch.long)
 
     def to_images(latents: Tensor) -> Tensor:
         return parts.codec.decode(latents.to(torch.float32)) * 2 - 1
 
-    def measure(samples: Tensor, reference: Tensor) -> dict[str, float]:
+    def measure(samples: Tensor, kept_labels: Tensor) -> dict[str, float]:
         return {
-            "sharpness_tv_images": float(grouped_total_variation(to_images(samples), labels)),
+            "sharpness_tv_images": float(grouped_total_variation(to_images(samples), kept_labels)),
             "diversity_latents": float(mean_pairwise_distance(samples)),
         }
 
     return LabSetup(parts.model, embedding, args.per_class, labels, [], to_images, measure)
+
+
+def check_latent_shape(shape: Sequence[int], unet_config: Any) -> None:
+    """ValueError naming ``--shape`` unless it is [C, H, W] with the UNet's C and H, W multiples of its
+    downsampling factor 2^(levels − 1)."""
+    channels = unet_config.in_channels
+    factor = 2 ** (len(unet_config.block_out_channels) - 1)
+    text = " ".join(map(str, shape))
+    if len(shape) != 3 or shape[0] != channels:
+        raise ValueError(
+            f"--shape {text}: must be {channels} H W (the UNet takes {channels}-channel latents)"
+        )
+    if min(shape[1:]) < factor or shape[1] % factor or shape[2] % factor:
+        raise ValueError(
+            f"--shape {text}: H and W must be positive multiples of {factor} (the UNet's downsampling)"
+        )
 
 
 SETUPS: dict[str, Callable[[argparse.Namespace], LabSetup]] = {
@@ -146,9 +183,52 @@ SETUPS: dict[str, Callable[[argparse.Namespace], LabSetup]] = {
 }
 
 
+MODEL_MODULES = {"digits": DIGITS_MODULES, "gaussian": {}, "tiny-sd": DIFFUSERS_MODULES}
+"""What each model needs installed beyond the lab's own modules."""
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """ValueError naming the first bad option and its value (before anything runs)."""
+    check_int("--steps", args.steps, low=2)
+    check_int("--per-class", args.per_class, low=2)  # diversity compares two samples of a class
+    check_range("--seed", args.seed, 0, MAX_SEED)
+    check_finite_number("--guidance-scale", args.guidance_scale)
+    check_finite_number("--inversion-guidance-scale", args.inversion_guidance_scale)
+    check_range("--lr", args.lr, 0.0, low_open=True)
+    check_int("--inner-steps", args.inner_steps, low=1)
+    check_range("--exponent", args.exponent, 0.0, low_open=True)
+    check_int("--threads", args.threads, low=1)
+    if args.model == "digits":
+        check_range("--show-class", args.show_class, 0, 9)
+    if args.model == "tiny-sd" and (len(args.shape) != 3 or min(args.shape) < 1):
+        raise ValueError(f"--shape {' '.join(map(str, args.shape))}: must be three positive sizes, C H W")
+    check_out_folder(args.out)
+
+
+def check_out_folder(out: str) -> Path:
+    """``--out`` as a folder that exists or can be made; ValueError naming it when it is a file, lies
+    under a file, or cannot be created (no permission, read-only file system)."""
+    path = Path(out)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            where = "is a file" if part == path else f"lies under {part}, which is a file"
+            raise ValueError(f"--out {out}: {where}, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
+    return path
+
+
 def run_lab(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method on the chosen model; write the grid, plots and metrics.json into args.out."""
+    check_installed(
+        f"sdi-lab --model {args.model}",
+        MODEL_MODULES[args.model],
+        "diffusers" if args.model == "tiny-sd" else None,
+    )
     runs = parse_runs(args.methods, args.inversion_guidance_scale)
+    check_args(args)
     setup = SETUPS[args.model](args)
     shape = getattr(setup.model, "shape", None) or tuple(args.shape)
     results: dict[str, Any] = {}
@@ -165,19 +245,19 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
         if run.method == "ddim":
             reference = x0
         samples[run.label] = x0
-        finite = bool(x0.isfinite().all())
+        kept = ~blown_up(x0)
         row: dict[str, Any] = {
             "method": run.method,
             "inversion_guidance_scale": run.inversion_guidance_scale,
             "seconds": round(time.perf_counter() - start, 3),
             "model_evaluations_per_sample": (sum(evaluations) + 1) if evaluations else args.steps,
-            "finite": finite,
             "nonfinite_views": skipped,
+            "blown_up": f"{int((~kept).sum())}/{kept.numel()}",
         }
-        if finite:
-            row.update(setup.measure(x0, reference if reference is not None else x0))
-        if reference is not None and finite:
-            row["distance_to_ddim"] = float(rms_distance(x0, reference).mean())
+        if int(kept.sum()) >= 2:
+            row.update(setup.measure(x0[kept], setup.labels[kept]))
+            if reference is not None:
+                row["distance_to_ddim"] = float(rms_distance(x0[kept], reference[kept]).mean())
         results[run.label] = row
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,27 +267,32 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    grid_rows = {label: _first_of_each_group(setup, x) for label, x in samples.items()}
+    shown = {label: _first_of_each_group(setup, x) for label, x in samples.items()}
     save_image_grid(
-        grid_rows,
+        {_row_label(label, results[label]): setup.to_images(x) for label, x in shown.items()},
         out / "grid.png",
         setup.column_titles or None,
         setup.value_range,
         title=f"{args.model}: {args.steps} steps, CFG {args.guidance_scale}, preset {args.preset}, "
         f"update {args.update}, seed {args.seed}",
+        marks={_row_label(label, results[label]): _marks(x) for label, x in shown.items()},
+        caption=BLOWN_UP_CAPTION,
     )
     if args.model == "digits":
+        chosen = {label: x[setup.labels == args.show_class][:8] for label, x in samples.items()}
         save_image_grid(
-            {label: x[setup.labels == args.show_class][:8] for label, x in samples.items()},
+            {_row_label(label, results[label]): x for label, x in chosen.items()},
             out / "diversity.png",
             None,
             setup.value_range,
             title=f"class {args.show_class}: 8 samples per method (diversity)",
+            marks={_row_label(label, results[label]): _marks(x) for label, x in chosen.items()},
+            caption=BLOWN_UP_CAPTION,
         )
     if args.model == "gaussian":
         save_band_plot(
             {
-                label: row["band_variance_ratio"]
+                _row_label(label, row).replace("\n", " "): row["band_variance_ratio"]
                 for label, row in results.items()
                 if "band_variance_ratio" in row
             },
@@ -215,6 +300,23 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
             title=f"power-law Gaussian p={args.exponent}: kept variance per band ({args.steps} steps)",
         )
     return report
+
+
+BLOWN_UP_CAPTION = (
+    f"Red: a sample that blew up (NaN, Inf or max |x| > {BLOWN_UP:g}: the update diverged); "
+    "it is shown clipped, and left out of the table's measures."
+)
+
+
+def _row_label(label: str, row: dict[str, Any]) -> str:
+    """A method's row label, with how many of its samples blew up when any did."""
+    count = int(row["blown_up"].split("/")[0])
+    return f"{label}\n({row['blown_up']} blown up)" if count else label
+
+
+def _marks(samples: Tensor) -> list[str]:
+    """ "blown up" for each sample of [N, ...] that blew up, else ""."""
+    return ["blown up" if bad else "" for bad in blown_up(samples).tolist()]
 
 
 def _distill(
@@ -243,10 +345,10 @@ def _distill(
 
 
 def _first_of_each_group(setup: LabSetup, samples: Tensor) -> Tensor:
+    """The first sample of each class (the grid's columns), or the first 8; not yet decoded."""
     if setup.column_titles:
-        firsts = [samples[setup.labels == label][0] for label in setup.labels.unique()]
-        return setup.to_images(torch.stack(firsts))
-    return setup.to_images(samples[:8])
+        return torch.stack([samples[setup.labels == label][0] for label in setup.labels.unique()])
+    return samples[:8]
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -305,18 +407,25 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_and_run(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None, run: Callable[[argparse.Namespace], Any]
 ) -> tuple[argparse.Namespace, Any]:
-    """Parse ``argv``, set the torch threads (``--threads``), run; a ValueError becomes a usage error."""
+    """Parse ``argv``, set the torch threads (``--threads``), run; a ValueError (a bad option or value)
+    becomes one line, ``<prog>: error: <message>``, and exit status 2."""
     args = parser.parse_args(argv)
     torch.set_num_threads(max(args.threads, 1))
     try:
         return args, run(args)
     except ValueError as error:
-        parser.error(str(error))
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    check_installed("sdi-lab", LAB_MODULES)
     args, report = parse_and_run(build_parser(), argv, run_lab)
     print(format_table(report))
+    print(
+        f"\nblown_up: samples whose update diverged (NaN, Inf or max |x| > {BLOWN_UP:g}; red on the PNGs), "
+        "left out of the measures to its right."
+    )
     print(f"\nwrote {Path(args.out) / 'metrics.json'} and PNGs in {args.out}/")
     return 0
 

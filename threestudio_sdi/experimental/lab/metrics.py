@@ -1,9 +1,24 @@
-"""What the lab measures: sharpness, diversity, distance to DDIM, kept variance per frequency band."""
+"""What the lab measures: sharpness, diversity, distance to DDIM, kept variance per frequency band.
+
+A sample **blew up** when it holds NaN or ±Inf, or when max |x| > :data:`BLOWN_UP` (10× the data's
+range: the models' samples lie in [−1, 1], a few units at most for the Gaussian's and the latents').
+Such samples are counted and left out of the other measures, which would otherwise report their size
+(a "sharpness" of 1e8 is an update that diverged, not a sharp image).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+BLOWN_UP = 10.0
+"""A sample with max |x| above this blew up (module docstring)."""
+
+
+def blown_up(samples: Tensor) -> Tensor:
+    """Per sample of [B, ...]: True when it holds NaN or ±Inf or its max |x| exceeds :data:`BLOWN_UP`."""
+    flat = samples.detach().flatten(1)
+    return ~flat.isfinite().all(1) | (flat.abs().amax(1) > BLOWN_UP)
 
 
 def total_variation(images: Tensor) -> Tensor:

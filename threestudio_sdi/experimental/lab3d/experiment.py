@@ -11,6 +11,7 @@ nearest variant (IoU < ½): the asset collapsed or exploded rather than converge
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,9 +103,18 @@ class Lab3D:
         rows["class mean"] = self.truth_rgb[members].mean(dim=0)
         return rows
 
-    def run(self, method_name: str, class_index: int, seed: int) -> RunRecord:
-        """Distil one asset and measure it on the held-out views (module docstring)."""
-        result = distill_3d(self.prior, get_method(method_name), class_index, seed, self.settings.distill)
+    def run(
+        self,
+        method_name: str,
+        class_index: int,
+        seed: int,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> RunRecord:
+        """Distil one asset and measure it on the held-out views (module docstring); ``callback`` is
+        :func:`~threestudio_sdi.experimental.lab3d.distill.distill_3d`'s (called after every step)."""
+        result = distill_3d(
+            self.prior, get_method(method_name), class_index, seed, self.settings.distill, callback
+        )
         rendering = render(result.grid, self.eval_cameras, self.settings.render)
         members = self.assets.members(class_index)
         row: dict[str, Any] = {

@@ -123,16 +123,33 @@ def quadrature_weights(optical_depth: Tensor) -> Tensor:
     return transmittance * alpha
 
 
-def render(grid: VoxelGrid, cameras: Cameras, settings: RenderSettings) -> Rendering:
-    """Render ``grid`` (one asset or a stack of A) from every camera (module docstring)."""
-    origins, directions = camera_rays(cameras, settings.image_size)
-    dtype = grid.density.dtype
-    origins, directions = origins.to(dtype), directions.to(dtype)
+def stacked_fields(grid: VoxelGrid) -> Tensor:
+    """[1, 4A, R, R, R], channels-last: each asset's density and colour as 4 channels of one volume.
+
+    Kept on a grid that needs no gradient, until its tensors change: the exact prior renders the same
+    true assets at every step, and building this volume was about a sixth of a step.
+    """
+    key = (grid.density._version, grid.colour._version)
+    cached = grid.__dict__.get("_stacked_fields")
+    if cached is not None and cached[0] == key:
+        return cached[1]
     density = grid.density if grid.batched else grid.density[None]
     colour = grid.colour if grid.batched else grid.colour[None]
     assets, resolution = density.shape[0], grid.resolution
     fields = torch.cat([density[:, None], colour], dim=1).reshape(1, 4 * assets, *([resolution] * 3))
     fields = fields.contiguous(memory_format=torch.channels_last_3d)  # ~1.4× faster lookups on the CPU
+    if not (grid.density.requires_grad or grid.colour.requires_grad):
+        grid.__dict__["_stacked_fields"] = (key, fields)  # a frozen dataclass: its __dict__ is still open
+    return fields
+
+
+def render(grid: VoxelGrid, cameras: Cameras, settings: RenderSettings) -> Rendering:
+    """Render ``grid`` (one asset or a stack of A) from every camera (module docstring)."""
+    origins, directions = camera_rays(cameras, settings.image_size)
+    dtype = grid.density.dtype
+    origins, directions = origins.to(dtype), directions.to(dtype)
+    assets = grid.density.shape[0] if grid.batched else 1
+    fields = stacked_fields(grid)
     background = 2 * settings.background - 1
     rgbs, opacities = [], []
     for view in range(cameras.batch_size):

@@ -5,6 +5,10 @@ that produced a finite asset; **recovered** = runs whose held-out renders reach 
 nearest true variant (the issue's target); **variants** = the nearest variant of each seed, per class
 (diversity across seeds: how many different variants the seeds landed on); **diverged** = runs that
 diverged (:mod:`threestudio_sdi.experimental.lab3d.experiment`).
+
+:func:`verdict` says what became of one run in words: diverged; **recovered** a variant; a **blend**
+(closer to the class-mean render than to any variant: mode averaging); or nearest to a variant
+without recovering it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,18 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("seconds", "s/run", ".0f"),
 )
 """(row key, column title, number format) of the aggregated outcomes, in table order."""
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """One run's outcome in a few words (module docstring), with the PSNR that decides it."""
+    if row.get("diverged"):
+        return "DIVERGED: " + ("non-finite asset" if "psnr_nearest" not in row else "silhouette lost")
+    nearest, to_mean = row["psnr_nearest"], row["psnr_class_mean"]
+    if nearest >= RECOVERED_PSNR:
+        return f"recovered #{row['nearest_variant']} ({nearest:.1f} dB)"
+    if to_mean > nearest:
+        return f"a blend of the variants ({to_mean:.1f} dB to their mean)"
+    return f"nearest #{row['nearest_variant']}, not recovered ({nearest:.1f} dB)"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
