@@ -9,6 +9,11 @@ replaced by a subclass that appends :class:`.probe.BenchProbe` to the callbacks.
 is changed. When ``launch.py`` returns or raises, the wrapper writes ``FILE`` (JSON): the outcome
 (``ok``, ``oom``, ``nan``, ``empty``, ``error``), the error, the measurements and the versions.
 
+The training belongs to its supervisor (the ``sdi-bench run`` process, or the Slurm job), whose pid
+comes in ``SDI_BENCH_PARENT_PID``: the wrapper writes its own identity to ``training.json`` beside
+the report, does not start if the supervisor is already gone, and kills its process group (itself and
+whatever threestudio started) as soon as the supervisor goes, however it went (``kill -9`` included).
+
 ``--overlay`` merges YAML files over the config (OmegaConf, in order) into ``config.yaml`` beside the
 report, which ``launch.py`` then reads. ``--device cpu`` runs real threestudio on a CPU for tests: the
 stand-ins and patches of :mod:`threestudio_sdi.testing.cpu_harness`, and the Trainer built with
@@ -25,14 +30,22 @@ import os
 import pathlib
 import resource
 import runpy
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+from . import ownership
 from .measurements import EMPTY_COVERAGE, Measurements
+
+PARENT_ENV = "SDI_BENCH_PARENT_PID"
+"""The pid of the supervisor the training belongs to."""
+WATCH_SECONDS = 0.5
+"""How often the training checks that its supervisor is still there."""
 
 
 class PatchAfterImport(importlib.abc.MetaPathFinder):
@@ -136,6 +149,27 @@ def write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
+def belong_to_supervisor(attempt_dir: pathlib.Path) -> None:
+    """Record this process in ``training.json``; exit if the supervisor of ``SDI_BENCH_PARENT_PID`` is
+    gone; kill this process group when it goes (a watcher thread: a dead parent re-parents us)."""
+    write_json(attempt_dir / ownership.TRAINING, ownership.ProcessId.current().to_dict())
+    expected = os.environ.get(PARENT_ENV)
+    if not expected:
+        return
+    parent = int(expected)
+    if os.getppid() != parent:
+        raise SystemExit(f"sdi-bench launcher: the supervisor (pid {parent}) is gone; not starting")
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCH_SECONDS)
+        if os.getpgrp() == os.getpid():  # the group sdi-bench made for this training
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="sdi-bench-supervisor-watch", daemon=True).start()
+
+
 def run_launch(root: pathlib.Path, launch_args: list[str]) -> tuple[str, str | None, int]:
     """Run ``root/launch.py`` with ``launch_args`` here; (outcome, error, exit code).
 
@@ -175,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     launch_args = argv[split + 1 :]
+    belong_to_supervisor(args.report.parent)
     started = time.perf_counter()
     root = args.threestudio.resolve()
     if args.overlay:
