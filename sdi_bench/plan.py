@@ -9,8 +9,6 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from threestudio_sdi.errors import parse_seeds as seed_tuple
-
 from .errors import BenchError
 from .methods import Method, check_overrides
 from .overrides import PROMPT_KEY, text_override
@@ -78,6 +76,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                 f"--seeds {text!r} gives more than {MAX_SEEDS} seeds (each seed is a run of every prompt and "
                 "method): give fewer"
             )
+    from threestudio_sdi.errors import parse_seeds as seed_tuple  # imports torch: only when seeds are parsed
+
     try:
         return seed_tuple("--seeds", text)
     except ValueError as error:

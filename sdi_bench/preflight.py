@@ -7,6 +7,7 @@ import importlib.util
 import pathlib
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 
 from threestudio_sdi.extension import SOURCE_ROOT
@@ -43,13 +44,22 @@ def check_training_python(python: str, option: str = "--python") -> None:
     """BenchError unless ``python`` imports what every training process needs (:data:`TRAINING_MODULES`):
     found before any run is claimed, not as one failed attempt per run."""
     probe = (
-        "import importlib.util, sys\n"
-        f"missing = [m for m in {TRAINING_MODULES!r} if importlib.util.find_spec(m) is None]\n"
-        "print(','.join(missing))\n"
+        "import importlib.util\n"
+        "def found(name):\n"
+        "    try:\n"
+        "        return importlib.util.find_spec(name) is not None\n"
+        "    except ImportError:  # its package is missing\n"
+        "        return False\n"
+        f"print(','.join(name for name in {TRAINING_MODULES!r} if not found(name)))\n"
     )
     try:
-        result = subprocess.run(
-            [python, "-c", probe], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        result = subprocess.run(  # not from here: this folder may hold the package the training lacks
+            [python, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            cwd=tempfile.gettempdir(),
         )
     except (OSError, subprocess.SubprocessError) as error:
         raise BenchError(f"{option} {python!r} does not run ({error})") from None

@@ -43,6 +43,10 @@ SCHEMA_VERSION = 2
 """2: run ids end with the config hash, ``setup_hash`` (1: one row per method, prompt and seed)."""
 FINISHED = ("done", "diverged")
 TABLES = ("meta", "runs", "scores", "metric_models")
+DAMAGED = (
+    "Restore it from a backup, or move it away (mv {path} {path}.broken) to start a new store here "
+    "(runs/ is kept; new attempts get new folders)."
+)
 Mode = Literal["create", "write", "read"]
 
 SCHEMA = """
@@ -159,10 +163,15 @@ class Store:
                     f"--out {self.out_dir}: no results store ({DATABASE}) there; run `sdi-bench run` first"
                 )
             self._create()
-        self._connection = self._open(mode == "read")
-        self._connection.row_factory = sqlite3.Row
-        self._connection.execute("PRAGMA foreign_keys = ON")
-        self._check(writable=mode != "read")
+        try:
+            self._connection = self._open(mode == "read")
+            self._connection.row_factory = sqlite3.Row
+            self._connection.execute("PRAGMA foreign_keys = ON")
+            self._check(writable=mode != "read")
+        except sqlite3.OperationalError as error:  # e.g. locked by another process for a minute
+            raise self._refuse(f"cannot be opened ({_reason(error)})", "Try again.") from None
+        except sqlite3.DatabaseError as error:
+            raise self._refuse(f"is damaged ({_reason(error)})", DAMAGED.format(path=self.path)) from None
 
     def _refuse(self, what: str, advice: str) -> BenchError:
         return BenchError(f"{self.path} {what}. Nothing was changed. {advice}")
@@ -172,6 +181,7 @@ class Store:
         temporary = self.out_dir / f".{DATABASE}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            temporary.open("xb").close()
             with closing(sqlite3.connect(temporary, isolation_level=None)) as db:
                 db.executescript(SCHEMA)
                 db.execute(
@@ -203,9 +213,7 @@ class Store:
             raise self._refuse(f"cannot be read ({_reason(error)})", "Check its permissions.") from None
         if header != b"SQLite format 3\x00":
             raise self._refuse(
-                "is not an SQLite database (file is not a database)",
-                f"Restore it from a backup, or move it away (mv {self.path} {self.path}.broken) to start "
-                "a new store here (runs/ is kept; new attempts get new folders).",
+                "is not an SQLite database (file is not a database)", DAMAGED.format(path=self.path)
             )
         uri = f"file:{urllib.parse.quote(str(self.path))}?mode={'ro' if read_only else 'rw'}"
         connection = sqlite3.connect(
@@ -234,10 +242,7 @@ class Store:
     def _check(self, writable: bool) -> None:
         """Refuse a damaged store, another program's database, another schema, or (``writable``) a
         store this process cannot write."""
-        damaged = (
-            f"Restore it from a backup, or move it away (mv {self.path} {self.path}.broken) to start a "
-            "new store here (runs/ is kept; new attempts get new folders)."
-        )
+        damaged = DAMAGED.format(path=self.path)
         try:
             check = self._connection.execute("PRAGMA quick_check").fetchone()[0]
             tables = {row[0] for row in self._connection.execute("SELECT name FROM sqlite_master")}

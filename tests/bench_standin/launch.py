@@ -24,8 +24,10 @@ Knobs (config keys, e.g. as method overrides or ``--set``):
   loaders start theirs) and write its pid to ``standin-child.pid`` in the working directory.
 
 Environment (set by tests): ``SDI_BENCH_STANDIN_LEDGER=FILE`` appends ``start``/``end`` lines per run
-(``<event> <run id> <attempt> <time>``);
-``SDI_BENCH_STANDIN_BARRIER=DIR:N`` makes each run wait until N runs have started (across processes).
+(``<event> <run id> <attempt> <time>``), and an ``overlap`` line when a training of another attempt of
+the same run is still alive as this one starts (read from their ``training.json``);
+``SDI_BENCH_STANDIN_BARRIER=DIR:N`` makes each run wait until N runs have started (across processes);
+``SDI_BENCH_STANDIN_HOLD=FILE`` makes each run wait after its start until FILE exists.
 """
 
 from __future__ import annotations
@@ -86,6 +88,18 @@ def trained_prompt(cfg) -> str:
     (``parse_structured``: ``Config(**cfg)``, then ``OmegaConf.structured``), then ``self.cfg.prompt``."""
     block = cfg.system.prompt_processor
     return OmegaConf.structured(PromptProcessorConfig(prompt=block["prompt"])).prompt
+
+
+def other_attempts_alive() -> bool:
+    """Whether a training process of another attempt of this run (``../attempt-*``) is alive."""
+    from sdi_bench.ownership import TRAINING, ProcessId, read_json
+
+    here = pathlib.Path.cwd().resolve()
+    for record in here.parent.glob(f"attempt-*/{TRAINING}"):
+        process = ProcessId.from_dict(read_json(record))
+        if record.parent != here and process is not None and process.alive():
+            return True
+    return False
 
 
 def barrier() -> None:
@@ -222,13 +236,18 @@ def main() -> int:
     prompt = trained_prompt(cfg)
 
     ledger("start")
+    if os.environ.get("SDI_BENCH_STANDIN_LEDGER") and other_attempts_alive():
+        ledger("overlap")
     barrier()
-    fault = standin.get("fault")
-    attempt = os.environ.get("SDI_BENCH_ATTEMPT", "1")
-    print(f"stand-in: {cfg.name} / {prompt!r} / seed {cfg.seed} -> {trial_dir}", flush=True)
     if standin.get("child", False):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         pathlib.Path("standin-child.pid").write_text(str(child.pid))
+    hold = os.environ.get("SDI_BENCH_STANDIN_HOLD")
+    while hold and not os.path.exists(hold):
+        time.sleep(0.05)
+    fault = standin.get("fault")
+    attempt = os.environ.get("SDI_BENCH_ATTEMPT", "1")
+    print(f"stand-in: {cfg.name} / {prompt!r} / seed {cfg.seed} -> {trial_dir}", flush=True)
     if fault == "fail" or (fault == "fail-first" and attempt == "1"):
         raise RuntimeError(f"stand-in told to fail (standin.fault={fault}, attempt {attempt})")
     if fault == "oom":
