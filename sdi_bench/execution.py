@@ -117,6 +117,15 @@ def stop_process_group(process: subprocess.Popen, grace: float = STOP_GRACE_SECO
             continue
 
 
+def end_group(process: subprocess.Popen) -> None:
+    """SIGKILL what the training left in its process group after it exited (a child it started and did
+    not wait for): nothing of an attempt outlives it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def execute_run(spec: RunSpec, gpu: str | None = None, stop: threading.Event | None = None) -> Outcome:
     """Run one attempt to its end (or until ``stop`` is set) and classify it.
 
@@ -172,6 +181,7 @@ def execute_run(spec: RunSpec, gpu: str | None = None, stop: threading.Event | N
             if process.poll() is None:
                 interrupted = True
                 stop_process_group(process)
+            end_group(process)
             ownership.mark_ended(attempt_dir)
     return classify(
         attempt_dir, process.returncode, time.perf_counter() - started, spec.args, spec.prompt, interrupted

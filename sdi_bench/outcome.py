@@ -125,7 +125,14 @@ def classify(
         setattr(outcome, key, report.get(key))
     outcome.details = {
         key: report.get(key)
-        for key in ("nonfinite_losses", "params_finite", "test_views", "max_opacity_coverage", "versions")
+        for key in (
+            "nonfinite_losses",
+            "params_finite",
+            "test_views",
+            "max_opacity_coverage",
+            "prompt",
+            "versions",
+        )
     }
     outcome.error = report.get("error")
     kind = report.get("outcome")

@@ -122,6 +122,14 @@ class Bench:
             "SDI_BENCH_STANDIN_LEDGER": str(self.ledger_file),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+        self.started: list[subprocess.Popen] = []
+
+    def close(self) -> None:
+        """Kill the `run` processes a failed test left running (their trainings die with them)."""
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
     def command(self, methods: str, prompts: int, *extra: str) -> list[str]:
         return [
@@ -142,13 +150,15 @@ class Bench:
         )
 
     def start(self, methods: str, prompts: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             self.command(methods, prompts, *extra),
             env=env or self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.started.append(process)
+        return process
 
     def rows(self) -> dict[str, dict]:
         with sqlite3.connect(self.out / "results.sqlite") as db:

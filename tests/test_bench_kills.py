@@ -27,8 +27,10 @@ from sdi_bench.store import Store
 
 
 @pytest.fixture
-def bench(tmp_path) -> Bench:
-    return Bench(tmp_path)
+def bench(tmp_path):
+    bench = Bench(tmp_path)
+    yield bench
+    bench.close()
 
 
 def training_started(bench: Bench, count: int = 1):
@@ -73,6 +75,9 @@ def test_kill_9_of_run_kills_its_training_and_the_next_run_trains_each_run_once(
     assert all(row["status"] == "done" for row in rows.values()) and len(rows) == 2
     assert sorted(bench.ledger("end")) == sorted(rows)  # each run trained to the end exactly once
     assert bench.overlaps() == []
+    # nor does what a finished training started and left behind outlive its attempt
+    children = [int(path.read_text()) for path in bench.out.glob("runs/**/standin-child.pid")]
+    assert len(children) == 3 and not any(pid_alive(pid) for pid in children)
     # the killed attempt was retaken in a new folder; its own folder is kept as it was
     assert rows[killed_run]["attempts"] == 2 and pathlib.Path(killed_attempt).is_dir()
     assert (pathlib.Path(killed_attempt) / "launch.log").is_file()

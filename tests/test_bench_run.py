@@ -16,8 +16,10 @@ from bench_harness import Bench, wait_for
 
 
 @pytest.fixture
-def bench(tmp_path) -> Bench:
-    return Bench(tmp_path)
+def bench(tmp_path):
+    bench = Bench(tmp_path)
+    yield bench
+    bench.close()
 
 
 def by_method(rows: dict[str, dict]) -> dict[str, dict]:
