@@ -268,3 +268,16 @@ def test_a_missing_extra_of_sdi_bench_says_which_and_how_to_install_it(tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "`sdi-bench score` needs torchmetrics (the bench extra)" in result.stderr
     assert "-m pip install" in result.stderr and "[bench]" in result.stderr
+
+
+def test_a_new_store_beside_the_runs_of_an_old_one_keeps_them_and_uses_new_attempt_folders(done_bench):
+    out = done_bench.out
+    (out / DATABASE).rename(out / f"{DATABASE}.broken")  # what the refusal advises
+    before = tree(out / "runs")
+    result = done_bench.run("ok", 2)
+    assert result.returncode == 0, result.stderr
+    rows = done_bench.rows()
+    assert {row["status"] for row in rows.values()} == {"done"}
+    assert all(row["attempt_dir"].endswith("attempt-2") for row in rows.values())
+    after = tree(out / "runs")
+    assert {name: after[name] for name in before} == before  # the old attempts, the user's notes included
