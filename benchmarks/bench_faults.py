@@ -1,9 +1,10 @@
 """Faults against `sdi-bench run`: many real `kill -9`s at random moments (inside store writes too),
 concurrent `run`s, and a second `run` with another config on the same --out; then every run is
-checked. Runs against the stand-in of threestudio's launch.py (tests/bench_standin), on a CPU.
+checked. Runs against the stand-in of threestudio's launch.py, on a CPU: the faults are counted from
+the ledger it writes (when each training starts and ends, and whether another of its run was alive).
 
-    python benchmarks/bench_faults.py                  # 60 rounds, seed 0: about 10 min on 2 cores
-    python benchmarks/bench_faults.py --rounds 10      # a quick look
+    python benchmarks/bench_faults.py --threestudio tests/bench_standin                # 60 rounds, seed 0
+    python benchmarks/bench_faults.py --threestudio tests/bench_standin --rounds 10    # a quick look
 
 Each round starts one or two `run` processes (config A: trainer.max_steps=4, or config B: 3, both on
 one --out; seed ``round // 3``, so that rounds find runs to train) and kills them with SIGKILL:
@@ -40,10 +41,9 @@ import tempfile
 import time
 from typing import Any
 
-from common import REPO_ROOT, RESULTS, machine, markdown_table
+from common import RESULTS, machine, markdown_table
 from tqdm import tqdm
 
-STANDIN = REPO_ROOT / "tests" / "bench_standin"
 CONFIGS = {"A": 4, "B": 3}
 """Config name → trainer.max_steps."""
 METHODS = {"m1": ["standin.step_seconds=0.5"], "m2": ["standin.step_seconds=0.6", "standin.child=true"]}
@@ -52,8 +52,10 @@ ORPHAN_SECONDS = 5.0
 
 
 class Faults:
-    def __init__(self, folder: pathlib.Path, prompts: int, rng: random.Random) -> None:
-        self.folder, self.rng = folder, rng
+    def __init__(
+        self, folder: pathlib.Path, threestudio: pathlib.Path, prompts: int, rng: random.Random
+    ) -> None:
+        self.folder, self.threestudio, self.rng = folder, threestudio, rng
         self.out = folder / "out"
         self.ledger = folder / "ledger.txt"
         self.methods = folder / "methods.yaml"
@@ -77,7 +79,7 @@ class Faults:
 
     def command(self, config: str, seeds: str) -> list[str]:
         return [
-            sys.executable, "-m", "sdi_bench.cli", "run", "--threestudio", str(STANDIN), "--out", str(self.out),
+            sys.executable, "-m", "sdi_bench.cli", "run", "--threestudio", str(self.threestudio), "--out", str(self.out),
             "--prompts", str(self.prompts), "--methods-file", str(self.methods), "--methods", ",".join(METHODS),
             "--seeds", seeds, "--set", f"trainer.max_steps={CONFIGS[config]}", "--set", "standin.test_views=3",
             "--gpus", "0,1", "--no-progress",
@@ -191,7 +193,6 @@ class Faults:
         """Lost, duplicated and misattributed runs, from the store, the ledger and the run folders."""
         import yaml
 
-        sys.path.insert(0, str(REPO_ROOT))
         from sdi_bench.cli import build_parser, plan_from
 
         planned = {}
@@ -202,6 +203,10 @@ class Faults:
             db.row_factory = sqlite3.Row
             rows = {row["run_id"]: dict(row) for row in db.execute("SELECT * FROM runs")}
             integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        if not self.ledger.is_file():
+            raise SystemExit(
+                f"--threestudio {self.threestudio} wrote no ledger: give the stand-in, tests/bench_standin"
+            )
         events = [line.split() for line in self.ledger.read_text().splitlines()]
         lost = sorted(run for run in planned if rows.get(run, {}).get("status") != "done")
         overlaps = {run for event, run, *_ in events if event == "overlap"}
@@ -263,6 +268,12 @@ def alive(pid: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--threestudio",
+        type=pathlib.Path,
+        required=True,
+        help="the stand-in of threestudio (tests/bench_standin): its ledger counts the trainings",
+    )
     parser.add_argument("--rounds", type=int, default=60, help="fault rounds (default 60)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts per config (× 2 methods; default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault schedule (default 0)")
@@ -276,7 +287,9 @@ def main() -> int:
     started = time.time()
     info = machine()
     with tempfile.TemporaryDirectory(prefix="sdi-bench-faults-") as folder:
-        faults = Faults(pathlib.Path(folder), args.prompts, random.Random(args.seed))
+        faults = Faults(
+            pathlib.Path(folder), args.threestudio.resolve(), args.prompts, random.Random(args.seed)
+        )
         for _ in tqdm(range(args.rounds), desc="fault rounds", unit="round"):
             faults.round()
         faults.finish()
