@@ -295,8 +295,10 @@ def main() -> int:
         faults.finish()
         checked = faults.check()  # counts the orphans that the ledger shows too
         result = {**faults.counts, **checked}
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True)
     summary = {
         "command": " ".join(["python", "benchmarks/bench_faults.py", *sys.argv[1:]]),
+        "commit": commit.stdout.strip() or None,
         "seed": args.seed,
         "configs": {name: f"trainer.max_steps={steps}" for name, steps in CONFIGS.items()},
         "seconds": round(time.time() - started, 1),

@@ -246,6 +246,8 @@ class Store:
         try:
             check = self._connection.execute("PRAGMA quick_check").fetchone()[0]
             tables = {row[0] for row in self._connection.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.OperationalError:
+            raise  # locked, say: not damaged
         except sqlite3.DatabaseError as error:
             raise self._refuse(f"is damaged ({_reason(error)})", damaged) from None
         if check != "ok":
