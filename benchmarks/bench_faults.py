@@ -71,9 +71,8 @@ class Faults:
             "SDI_BENCH_STANDIN_LEDGER": str(self.ledger),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        self.counts = dict.fromkeys(
-            ("rounds", "kills", "kills_inside_writes", "kills_during_training", "run_processes", "orphans"), 0
-        )
+        names = ("rounds", "kills", "kills_inside_writes", "kills_during_training", "run_processes")
+        self.counts = dict.fromkeys((*names, "orphans", "orphans_alive_after_5s"), 0)
         self.killed_attempts: list[tuple[pathlib.Path, float]] = []
         """The attempt folders of killed runs, with the time of the kill."""
 
@@ -133,6 +132,7 @@ class Faults:
             time.sleep(0.1)
             suspects = {pid for pid in suspects if alive(pid)}
         self.counts["orphans"] += len(suspects)
+        self.counts["orphans_alive_after_5s"] += len(suspects)
         for pid in suspects:
             os.kill(pid, signal.SIGKILL)
 
@@ -236,10 +236,13 @@ class Faults:
             ):
                 misattributed.append(run)
         ends = {(run, attempt): float(at) for event, run, attempt, at in events if event == "end"}
+        late = []
         for folder, killed_at in self.killed_attempts:
             run = str(folder.parent.relative_to(self.out / "runs"))
-            if ends.get((run, folder.name.removeprefix("attempt-")), 0.0) > killed_at:
-                self.counts["orphans"] += 1  # it trained to its end after its `run` was gone
+            ended_at = ends.get((run, folder.name.removeprefix("attempt-")), 0.0)
+            if ended_at > killed_at:
+                late.append(round(ended_at - killed_at, 3))  # it trained to its end after its `run` was gone
+        self.counts["orphans"] += len(late)
         starts = sum(event == "start" for event, *_ in events)
         finished = sum(event == "end" for event, *_ in events)
         return {
@@ -248,6 +251,7 @@ class Faults:
             "lost": len(lost),
             "duplicated": len(overlaps | finished_twice),
             "misattributed": len(misattributed),
+            "orphans_ending_after_the_kill_seconds": late,
             "trainings_started": starts,
             "trainings_killed": starts - finished,
             "attempts": sum(row["attempts"] for row in rows.values()),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from threestudio_sdi.extension import SOURCE_ROOT
 
 from . import layout, ownership
-from .launcher import PARENT_ENV
+from .launcher import LIFELINE_ENV
 from .outcome import Outcome, classify
 from .store import Claim
 
@@ -144,9 +144,10 @@ def execute_run(spec: RunSpec, gpu: str | None = None, stop: threading.Event | N
             error="another `sdi-bench run` retook the claim before this attempt started",
         )
     prepare_attempt(attempt_dir, pathlib.Path(spec.threestudio))
+    lifeline, held = os.pipe()  # the training reads; only this process holds the write end
     env = {
         **os.environ,
-        PARENT_ENV: str(os.getpid()),
+        LIFELINE_ENV: str(lifeline),
         "PYTHONUNBUFFERED": "1",
         "SDI_BENCH_RUN_ID": spec.run_id,
         "SDI_BENCH_ATTEMPT": str(spec.attempt),
@@ -158,31 +159,38 @@ def execute_run(spec: RunSpec, gpu: str | None = None, stop: threading.Event | N
     started = time.perf_counter()
     interrupted = False
     stop = stop or threading.Event()
-    with (attempt_dir / layout.LOG).open("wb") as log:
-        process = subprocess.Popen(
-            launch_command(spec),
-            cwd=attempt_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own group: a Ctrl-C reaches sdi-bench, which stops it cleanly
-        )
-        try:
-            beat = time.monotonic()
-            while process.poll() is None:
-                if stop.wait(0.2):
+    try:
+        with (attempt_dir / layout.LOG).open("wb") as log:
+            try:
+                process = subprocess.Popen(
+                    launch_command(spec),
+                    cwd=attempt_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # its own group: a Ctrl-C reaches sdi-bench, which stops it
+                    pass_fds=(lifeline,),
+                )
+            finally:
+                os.close(lifeline)
+            try:
+                beat = time.monotonic()
+                while process.poll() is None:
+                    if stop.wait(0.2):
+                        interrupted = True
+                        stop_process_group(process)
+                    elif time.monotonic() - beat > ownership.HEARTBEAT_SECONDS:
+                        ownership.heartbeat(attempt_dir)
+                        beat = time.monotonic()
+            finally:
+                if process.poll() is None:
                     interrupted = True
                     stop_process_group(process)
-                elif time.monotonic() - beat > ownership.HEARTBEAT_SECONDS:
-                    ownership.heartbeat(attempt_dir)
-                    beat = time.monotonic()
-        finally:
-            if process.poll() is None:
-                interrupted = True
-                stop_process_group(process)
-            end_group(process)
-            ownership.mark_ended(attempt_dir)
+                end_group(process)
+                ownership.mark_ended(attempt_dir)
+    finally:
+        os.close(held)
     return classify(
         attempt_dir, process.returncode, time.perf_counter() - started, spec.args, spec.prompt, interrupted
     )

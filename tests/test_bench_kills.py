@@ -233,14 +233,17 @@ def test_a_result_made_by_another_config_is_never_recorded_as_done(bench):
 
 def test_the_training_does_not_start_when_its_supervisor_is_already_gone(tmp_path):
     report = tmp_path / "launch_report.json"
-    env = {**os.environ, "SDI_BENCH_PARENT_PID": "1"}  # not this launcher's parent
+    lifeline, held = os.pipe()
+    os.close(held)  # the supervisor's end is closed: it is gone
     result = subprocess.run(
         [sys.executable, "-m", "sdi_bench.launcher", "--threestudio", str(STANDIN), "--report", str(report)]
         + ["--", "--config", "x.yaml", "--train"],
-        env=env,
+        env={**os.environ, "SDI_BENCH_LIFELINE_FD": str(lifeline)},
+        pass_fds=(lifeline,),
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode != 0 and "the supervisor (pid 1) is gone; not starting" in result.stderr
+    os.close(lifeline)
+    assert result.returncode != 0 and "the supervisor is gone; not starting" in result.stderr
     assert not report.exists() and read_json(tmp_path / TRAINING)["pid"] > 0
