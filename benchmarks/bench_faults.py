@@ -107,21 +107,25 @@ class Faults:
     def kill(self, process: subprocess.Popen, in_write: bool = False) -> None:
         """SIGKILL ``process`` (if it still runs); with ``in_write``, the moment the store's journal exists."""
         journal = self.out / "results.sqlite-journal"
+        before = self.trainings_of(process.pid)  # read first: an in-write kill must not wait for it
         if in_write:
             deadline = time.monotonic() + 20
             while process.poll() is None and not journal.exists() and time.monotonic() < deadline:
                 pass  # a busy wait: a write lasts milliseconds
+        else:
+            before = self.trainings_of(process.pid)
         if process.poll() is not None:
             return
+        training = any(alive(pid) for pid in before.values())
         process.send_signal(signal.SIGKILL)
         process.wait()
         self.counts["kills"] += 1
         if journal.exists():
             self.counts["kills_inside_writes"] += 1
-        trainings = self.trainings_of(process.pid)
-        self.killed_attempts += [(folder, time.time()) for folder in trainings]
-        if any(alive(pid) for pid in trainings.values()):
+        if training:
             self.counts["kills_during_training"] += 1
+        trainings = {**before, **self.trainings_of(process.pid)}
+        self.killed_attempts += [(folder, time.time()) for folder in trainings]
         self.count_orphans(list(trainings.values()))
 
     def count_orphans(self, trainings: list[int]) -> None:
