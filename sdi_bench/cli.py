@@ -21,10 +21,11 @@ from typing import Any
 
 from threestudio_sdi.testing.cpu_harness import check_checkout
 
+from . import preflight
 from .errors import BenchError
 from .methods import BUILTIN_METHODS, load_methods_file, select_methods
 from .plan import Plan, build_plan, gpu_hours, parse_seeds
-from .store import Store
+from .store import DATABASE, Store, check_folder
 from .suites import SUITES, load_suite
 
 EXAMPLES = """
@@ -79,9 +80,10 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 def plan_from(args: argparse.Namespace) -> Plan:
     suite = load_suite(args.suite, args.prompts)
     if args.first is not None:
-        if args.first < 1:
-            raise BenchError(f"--first must be at least 1, got {args.first}")
+        preflight.at_least([("--first", args.first, 1)])
         suite = dataclasses.replace(suite, prompts=suite.prompts[: args.first])
+    if args.methods_file:
+        preflight.require(args.command, ["yaml"])
     available = load_methods_file(args.methods_file) if args.methods_file else dict(BUILTIN_METHODS)
     methods = select_methods(args.methods, available)
     for method in methods:
@@ -93,10 +95,15 @@ def plan_from(args: argparse.Namespace) -> Plan:
 def command_plan(args: argparse.Namespace) -> int:
     plan = plan_from(args)
     statuses = {}
-    if args.out is not None and (pathlib.Path(args.out) / "results.sqlite").is_file():
-        store = Store(args.out, create=False)
-        statuses = {run["run_id"]: run["status"] for run in store.runs()}
-        store.close()
+    if args.out is not None:
+        out = pathlib.Path(args.out).expanduser().resolve()
+        check_folder(out)
+        if (out / DATABASE).exists():
+            store = Store(out, mode="read")
+            statuses = {run["run_id"]: run["status"] for run in store.runs()}
+            store.close()
+        else:
+            print(f"(no results store in --out {out} yet: every run is new)")
     minutes = {method.name: method.minutes for method in plan.methods}
     if not args.quiet:
         for number, run in enumerate(plan.runs, start=1):
@@ -162,27 +169,31 @@ def stop_on_signals(stop: threading.Event) -> Iterator[dict[str, int]]:
             signal.signal(sig, old)
 
 
-def run_ids_to_run(args: argparse.Namespace, store: Store) -> list[str]:
+def run_ids_to_run(store: Store, plan: Plan | None) -> list[str]:
     """The plan's run ids (added to the store), or every run of the store when no plan is given."""
-    if args.suite is None and args.prompts is None:
+    if plan is None:
         run_ids = [run["run_id"] for run in store.runs()]
         if not run_ids:
             raise BenchError(f"--out {store.out_dir} has no runs yet: give --suite or --prompts")
         return run_ids
-    plan = plan_from(args)
-    counts = store.sync_plan(plan.runs, rerun_changed=args.rerun_changed)
-    print(
-        f"sdi-bench: {len(plan.runs)} runs in the plan ({counts['added']} new, {counts['updated']} updated, "
-        f"{counts['reset']} reset) in {store.path}"
-    )
+    added = store.sync_plan(plan.runs)
+    print(f"sdi-bench: {len(plan.runs)} runs in the plan ({added} new) in {store.path}")
     return [run.run_id for run in plan.runs]
 
 
 def slurm_options(args: argparse.Namespace) -> Any:
     from .slurm_executor import SlurmOptions
 
-    if args.max_parallel < 1 or args.time < 1 or args.gpus_per_task < 0:
-        raise BenchError("--max-parallel and --time must be at least 1, --gpus-per-task at least 0")
+    preflight.at_least(
+        [
+            ("--max-parallel", args.max_parallel, 1),
+            ("--time", args.time, 1),
+            ("--gpus-per-task", args.gpus_per_task, 0),
+            ("--cpus-per-task", args.cpus_per_task, 1),
+            ("--mem-gb", args.mem_gb, 0.001),
+            ("--poll-seconds", args.poll_seconds, 0.01),
+        ]
+    )
     default_poll = 15.0 if args.cluster == "slurm" else 0.5
     return SlurmOptions(
         cluster=args.cluster,
@@ -209,8 +220,10 @@ def print_run_summary(store: Store, run_ids: Sequence[str], retries: int) -> Non
 
 def command_run(args: argparse.Namespace) -> int:
     from .execution import RunSettings
-    from .runner import RunOptions, new_owner
+    from .ownership import new_owner
+    from .runner import RunOptions
 
+    preflight.require("run", ["yaml", "omegaconf", *(["submitit"] if args.executor == "slurm" else [])])
     try:
         root = check_checkout(args.threestudio)
     except ValueError as error:
@@ -218,12 +231,13 @@ def command_run(args: argparse.Namespace) -> int:
     python = shutil.which(args.python) or args.python
     if not pathlib.Path(python).is_file():
         raise BenchError(f"--python {args.python!r} is not an interpreter")
-    if args.retries < 0 or args.lease_seconds < 10:
-        raise BenchError(f"--retries must be at least 0 (got {args.retries}), --lease-seconds at least 10")
+    preflight.at_least([("--retries", args.retries, 0), ("--lease-seconds", args.lease_seconds, 10)])
     gpus = parse_gpus(args.gpus) if args.executor == "local" else []
     slurm = slurm_options(args) if args.executor == "slurm" else None
+    plan = plan_from(args) if args.suite is not None or args.prompts is not None else None
+    preflight.check_training_python(python)
     store = Store(args.out)
-    run_ids = run_ids_to_run(args, store)
+    run_ids = run_ids_to_run(store, plan)
     store.set_meta({"threestudio": str(root), "retries": str(args.retries)})
     settings = RunSettings(threestudio=root, python=python, device=args.device)
     options = RunOptions(retries=args.retries, lease_seconds=args.lease_seconds)
@@ -257,23 +271,27 @@ def command_score(args: argparse.Namespace) -> int:
     from .scoring import DEFAULT_METRICS, scorer_class
     from .scoring.score import score_runs
 
-    if args.views < 1:
-        raise BenchError(f"--views must be at least 1, got {args.views}")
-    store = Store(args.out, create=False)
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    preflight.require("score", ["torchmetrics", "transformers", "PIL", "yaml"])
+    preflight.at_least([("--views", args.views, 1)])
+    device = preflight.check_device(args.device)
+    store = Store(args.out, mode="write")
     scorers = []
     for name in filter(None, (part.strip() for part in (args.metrics or DEFAULT_METRICS).split(","))):
         cls = scorer_class(name)
         scorers.append(cls(model=getattr(args, model_dest(cls), None), device=device))
     summary = score_runs(store, scorers, args.views, rescore=args.rescore, progress=not args.no_progress)
     print(f"sdi-bench: scored {summary.scored}, already scored {summary.skipped} (run, metric family) pairs")
+    if summary.unreadable:
+        runs = {run_id for run_id, _ in summary.unreadable}
+        print(
+            f"  {len(summary.unreadable)} unreadable test render(s) in {len(runs)} run(s) were skipped; "
+            "the other views of those runs were scored:"
+        )
+        for _, reason in sorted(summary.unreadable)[:5]:
+            print(f"    {reason}")
     if summary.missing_views:
         print(
-            f"  {len(summary.missing_views)} done run(s) have no test views: {', '.join(sorted(summary.missing_views)[:3])}"
+            f"  {len(summary.missing_views)} done run(s) have no readable test views (not scored): {', '.join(sorted(summary.missing_views)[:3])}"
         )
     if summary.short_runs:
         print(
@@ -285,10 +303,24 @@ def command_score(args: argparse.Namespace) -> int:
 def command_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    store = Store(args.out, create=False)
-    report = write_report(store, args.to, view=args.view)
+    preflight.require("report", ["matplotlib", "PIL", "yaml"])
+    preflight.at_least([("--view", args.view, 0)])
+    store = Store(args.out, mode="read")
+    if args.to is None:
+        try:
+            folder = preflight.writable_folder(store.out_dir, "--out")
+        except BenchError as error:
+            raise BenchError(f"{error}; or pass --to FOLDER to write the report elsewhere") from None
+    else:
+        folder = preflight.writable_folder(args.to, "--to")
+    report = write_report(store, folder, view=args.view)
     for summary in report.summaries:
         print(f"  {summary.method}: {summary.done}/{summary.planned} done, {summary.status()}")
+    if report.unreadable:
+        print(
+            f"  {len(report.unreadable)} render(s) in grid.png could not be read (marked there): "
+            + ", ".join(report.unreadable[:3])
+        )
     for path in report.files:
         print(path)
     return 0
@@ -339,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Run every pending run of the plan through threestudio's own launch.py (train, then test), "
             "measured (time, steps/s, peak GPU memory, outcome), into a SQLite store in --out. "
             "Re-invoked, it resumes: finished runs are skipped, failed ones retried up to --retries. "
+            "A run is its config: with other settings, the same prompt, method and seed is another run. "
             "Without --suite/--prompts it runs what the store already holds."
         ),
     )
@@ -357,11 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries", type=int, default=1, help="run a failed run again up to this many times (default 1)"
     )
     run.add_argument(
-        "--rerun-changed",
-        action="store_true",
-        help="run finished runs again whose config or settings changed",
-    )
-    run.add_argument(
         "--python", default=sys.executable, help="Python of threestudio's environment (default: this one)"
     )
     run.add_argument(
@@ -374,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease-seconds",
         type=float,
         default=600.0,
-        help="claim lease; a killed run's claims expire after it (default 600)",
+        help="claim lease: how long a claim of a `run` on another host, or a Slurm job's heartbeat, "
+        "holds without a sign of life (default 600)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     local = run.add_argument_group("--executor local")
@@ -442,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         command_report,
         summary="write table.md, results.json, grid.png and metrics.png",
         description=(
-            "Per method: mean ± std of every metric, diverged %%, median time, steps/s, peak VRAM, runs done and "
+            "Per method: mean ± std of every metric, diverged %, median time, steps/s, peak VRAM, runs done and "
             "pending, and the metric models and versions; a method missing runs is marked incomplete. "
             "Also grid.png (prompts × methods, one test view each) and metrics.png (distributions)."
         ),
@@ -450,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, type=pathlib.Path, help="results folder of `sdi-bench run`")
     report.add_argument("--to", type=pathlib.Path, help="write the report files here (default --out)")
     report.add_argument("--view", type=int, default=0, help="test view shown in grid.png (default 0)")
+    report.epilog = "The store is opened read-only: a read-only --out can be reported with --to."
     return parser
 
 

@@ -5,13 +5,18 @@ inside a submitit job (Slurm, or submitit's local executor in the tests). It sta
 (:mod:`.launcher`) in the attempt folder, which is threestudio's working directory: ``custom/`` links
 to the checkout's extensions (plus this repository's ``custom/threestudio-sdi`` when the checkout has
 none), ``load`` to the checkout's ``load/``, and threestudio writes to ``outputs/`` there.
+
+The attempt folder is new (the claim chose a number whose folder did not exist) and is never emptied
+or replaced. Before the training starts, the supervisor takes the attempt's gate
+(:func:`.ownership.take_gate`); if a ``run`` that retook the claim took it first, the attempt is
+abandoned without training. While the training runs, the supervisor touches the gate (its heartbeat);
+when it has exited, it writes ``ended``. The training dies with its supervisor (:mod:`.launcher`).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +26,8 @@ from dataclasses import dataclass
 
 from threestudio_sdi.extension import SOURCE_ROOT
 
-from . import layout
+from . import layout, ownership
+from .launcher import LIFELINE_ENV
 from .outcome import Outcome, classify
 from .store import Claim
 
@@ -51,6 +57,7 @@ class RunSpec:
     config: str
     overlays: tuple[str, ...]
     args: tuple[str, ...]
+    prompt: str
 
 
 def spec_for(claim: Claim, settings: RunSettings) -> RunSpec:
@@ -64,6 +71,7 @@ def spec_for(claim: Claim, settings: RunSettings) -> RunSpec:
         config=claim.config,
         overlays=claim.overlays,
         args=claim.args,
+        prompt=claim.prompt,
     )
 
 
@@ -80,11 +88,10 @@ def launch_command(spec: RunSpec) -> list[str]:
 
 
 def prepare_attempt(attempt_dir: pathlib.Path, threestudio: pathlib.Path) -> None:
-    """A fresh attempt folder set up as threestudio's working directory (links only)."""
-    if attempt_dir.exists():
-        shutil.rmtree(attempt_dir)
+    """The attempt folder (whose gate this process holds) set up as threestudio's working directory
+    (links only)."""
     custom = attempt_dir / "custom"
-    custom.mkdir(parents=True)
+    custom.mkdir()
     source = threestudio / "custom"
     entries = sorted(source.iterdir()) if source.is_dir() else []
     for entry in entries:
@@ -110,6 +117,15 @@ def stop_process_group(process: subprocess.Popen, grace: float = STOP_GRACE_SECO
             continue
 
 
+def end_group(process: subprocess.Popen) -> None:
+    """SIGKILL what the training left in its process group after it exited (a child it started and did
+    not wait for): nothing of an attempt outlives it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def execute_run(spec: RunSpec, gpu: str | None = None, stop: threading.Event | None = None) -> Outcome:
     """Run one attempt to its end (or until ``stop`` is set) and classify it.
 
@@ -120,9 +136,18 @@ def execute_run(spec: RunSpec, gpu: str | None = None, stop: threading.Event | N
             (unless it had already finished).
     """
     attempt_dir = pathlib.Path(spec.attempt_dir)
+    if ownership.take_gate(attempt_dir, ownership.ProcessId.current().to_dict()) is not None:
+        return Outcome(
+            status="abandoned",
+            outcome="abandoned",
+            attempt_dir=str(attempt_dir),
+            error="another `sdi-bench run` retook the claim before this attempt started",
+        )
     prepare_attempt(attempt_dir, pathlib.Path(spec.threestudio))
+    lifeline, held = os.pipe()  # the training reads; only this process holds the write end
     env = {
         **os.environ,
+        LIFELINE_ENV: str(lifeline),
         "PYTHONUNBUFFERED": "1",
         "SDI_BENCH_RUN_ID": spec.run_id,
         "SDI_BENCH_ATTEMPT": str(spec.attempt),
@@ -133,25 +158,39 @@ def execute_run(spec: RunSpec, gpu: str | None = None, stop: threading.Event | N
         env["CUDA_VISIBLE_DEVICES"] = gpu
     started = time.perf_counter()
     interrupted = False
-    with (attempt_dir / layout.LOG).open("wb") as log:
-        process = subprocess.Popen(
-            launch_command(spec),
-            cwd=attempt_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # a Ctrl-C in the terminal stops sdi-bench, which stops this cleanly
-        )
-        try:
-            while process.poll() is None:
-                if stop is not None and stop.wait(0.2):
+    stop = stop or threading.Event()
+    try:
+        with (attempt_dir / layout.LOG).open("wb") as log:
+            try:
+                process = subprocess.Popen(
+                    launch_command(spec),
+                    cwd=attempt_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # its own group: a Ctrl-C reaches sdi-bench, which stops it
+                    pass_fds=(lifeline,),
+                )
+            finally:
+                os.close(lifeline)
+            try:
+                beat = time.monotonic()
+                while process.poll() is None:
+                    if stop.wait(0.2):
+                        interrupted = True
+                        stop_process_group(process)
+                    elif time.monotonic() - beat > ownership.HEARTBEAT_SECONDS:
+                        ownership.heartbeat(attempt_dir)
+                        beat = time.monotonic()
+            finally:
+                if process.poll() is None:
                     interrupted = True
                     stop_process_group(process)
-                elif stop is None:
-                    process.wait()
-        finally:
-            if process.poll() is None:
-                interrupted = True
-                stop_process_group(process)
-    return classify(attempt_dir, process.returncode, time.perf_counter() - started, interrupted)
+                end_group(process)
+                ownership.mark_ended(attempt_dir)
+    finally:
+        os.close(held)
+    return classify(
+        attempt_dir, process.returncode, time.perf_counter() - started, spec.args, spec.prompt, interrupted
+    )

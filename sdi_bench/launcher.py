@@ -9,6 +9,13 @@ replaced by a subclass that appends :class:`.probe.BenchProbe` to the callbacks.
 is changed. When ``launch.py`` returns or raises, the wrapper writes ``FILE`` (JSON): the outcome
 (``ok``, ``oom``, ``nan``, ``empty``, ``error``), the error, the measurements and the versions.
 
+The training belongs to its supervisor (the ``sdi-bench run`` process, or the Slurm job). The
+supervisor hands it the read end of a pipe (its descriptor in ``SDI_BENCH_LIFELINE_FD``) and holds the
+only write end: when the supervisor ends, however it ends (``kill -9`` included), the kernel closes
+that end and the read returns at once. The wrapper writes its own identity to ``training.json`` beside
+the report, does not start if the supervisor is already gone, and otherwise kills its process group
+(itself and whatever threestudio started) the moment the read returns.
+
 ``--overlay`` merges YAML files over the config (OmegaConf, in order) into ``config.yaml`` beside the
 report, which ``launch.py`` then reads. ``--device cpu`` runs real threestudio on a CPU for tests: the
 stand-ins and patches of :mod:`threestudio_sdi.testing.cpu_harness`, and the Trainer built with
@@ -25,14 +32,21 @@ import os
 import pathlib
 import resource
 import runpy
+import select
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+from . import ownership
 from .measurements import EMPTY_COVERAGE, Measurements
+
+LIFELINE_ENV = "SDI_BENCH_LIFELINE_FD"
+"""The descriptor of the read end of the pipe whose write end only the supervisor holds."""
 
 
 class PatchAfterImport(importlib.abc.MetaPathFinder):
@@ -136,6 +150,30 @@ def write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
+def belong_to_supervisor(attempt_dir: pathlib.Path) -> None:
+    """Record this process in ``training.json``; exit if the supervisor is already gone; kill this
+    process group the moment it goes (a thread reading the lifeline, which returns only at its end)."""
+    write_json(attempt_dir / ownership.TRAINING, ownership.ProcessId.current().to_dict())
+    lifeline = os.environ.get(LIFELINE_ENV)
+    if not lifeline:
+        return
+    descriptor = int(lifeline)
+    os.set_inheritable(descriptor, False)  # threestudio's own children need not hold it
+    if select.select([descriptor], [], [], 0)[0]:  # readable before anything was written: its end
+        raise SystemExit("sdi-bench launcher: the supervisor is gone; not starting")
+
+    def watch() -> None:
+        try:
+            os.read(descriptor, 1)
+        except OSError:
+            pass
+        if os.getpgrp() == os.getpid():  # the group sdi-bench made for this training
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="sdi-bench-lifeline", daemon=True).start()
+
+
 def run_launch(root: pathlib.Path, launch_args: list[str]) -> tuple[str, str | None, int]:
     """Run ``root/launch.py`` with ``launch_args`` here; (outcome, error, exit code).
 
@@ -175,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     launch_args = argv[split + 1 :]
+    belong_to_supervisor(args.report.parent)
     started = time.perf_counter()
     root = args.threestudio.resolve()
     if args.overlay:

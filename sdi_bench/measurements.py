@@ -24,6 +24,8 @@ class Measurements:
     peak_vram_bytes: int | None = None
     gpu_name: str | None = None
     opacity_coverage: list[float] = field(default_factory=list)
+    prompt: str | None = None
+    """The prompt the system's prompt processor holds (``system.prompt_processor.prompt``), if it has one."""
 
     @property
     def train_seconds(self) -> float | None:
@@ -57,4 +59,5 @@ class Measurements:
             "params_finite": self.params_finite,
             "test_views": len(self.opacity_coverage),
             "max_opacity_coverage": None if coverage is None or math.isnan(coverage) else coverage,
+            "prompt": self.prompt,
         }

@@ -2,7 +2,9 @@
 
 "Diverged" follows the paper (Table 1): the run ran out of GPU memory or ended with an empty volume;
 a run whose loss or parameters became NaN/inf counts too. A diverged run is final (not retried); a
-failed run (any other error, a missing report, no test renders) is retried up to ``--retries``.
+failed run (any other error, a missing report, no test renders, outputs that another config made) is
+retried up to ``--retries``. A run is ``done`` only when its ``parsed.yaml`` (and, where the training
+process reports it, the prompt its prompt processor held) agree with its config (:mod:`.attribution`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import json
 import pathlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import layout
+from .attribution import config_mismatch
 
 DIVERGED = ("oom", "nan", "empty")
 LOG_TAIL_LINES = 40
@@ -30,9 +34,10 @@ MEASURED = ("train_seconds", "steps", "steps_per_second", "peak_vram_bytes", "pe
 class Outcome:
     """The result of one attempt, as the store records it.
 
-    ``status`` is ``done``, ``diverged``, ``failed`` or ``interrupted`` (given back, not counted);
-    ``outcome`` says why: ``ok``, ``oom``, ``nan``, ``empty``, ``error``, ``no-report``,
-    ``no-renders`` or ``interrupted``.
+    ``status`` is ``done``, ``diverged``, ``failed``, ``interrupted`` (given back, not counted) or
+    ``abandoned`` (never started: another ``run`` retook the claim); ``outcome`` says why: ``ok``,
+    ``oom``, ``nan``, ``empty``, ``error``, ``no-report``, ``no-renders``, ``config-mismatch``,
+    ``interrupted`` or ``abandoned``.
     """
 
     status: str
@@ -85,9 +90,12 @@ def classify(
     attempt_dir: pathlib.Path,
     exit_code: int | None,
     wall_seconds: float | None,
+    args: Sequence[str],
+    prompt: str,
     interrupted: bool = False,
 ) -> Outcome:
-    """The outcome of an attempt from its report, its exit code, its log and its test renders."""
+    """The outcome of an attempt from its report, its exit code, its log, its test renders, and its
+    ``parsed.yaml`` checked against the run's overrides ``args`` and ``prompt``."""
     report = read_report(attempt_dir)
     tail = log_tail(attempt_dir / layout.LOG)
     trial_dir = layout.find_trial_dir(attempt_dir)
@@ -117,17 +125,33 @@ def classify(
         setattr(outcome, key, report.get(key))
     outcome.details = {
         key: report.get(key)
-        for key in ("nonfinite_losses", "params_finite", "test_views", "max_opacity_coverage", "versions")
+        for key in (
+            "nonfinite_losses",
+            "params_finite",
+            "test_views",
+            "max_opacity_coverage",
+            "prompt",
+            "versions",
+        )
     }
     outcome.error = report.get("error")
     kind = report.get("outcome")
     if kind in DIVERGED:
         outcome.status, outcome.outcome = "diverged", kind
     elif kind == "ok" and exit_code == 0:
-        if trial_dir is not None and layout.test_views(trial_dir):
-            outcome.status, outcome.outcome = "done", "ok"
-        else:
+        if trial_dir is None or not layout.test_views(trial_dir):
             outcome.outcome, outcome.error = "no-renders", "training ended but wrote no save/it<N>-test/*.png"
+        else:
+            trained = report.get("prompt")
+            mismatch = config_mismatch(trial_dir, args, prompt) or (
+                None
+                if trained is None or trained == prompt
+                else f"the prompt processor trained on {trained!r}, this run's prompt is {prompt!r}"
+            )
+            if mismatch is None:
+                outcome.status, outcome.outcome = "done", "ok"
+            else:
+                outcome.outcome, outcome.error = "config-mismatch", mismatch
     elif interrupted:
         outcome.status, outcome.outcome = "interrupted", "interrupted"
     elif kind == "ok":
@@ -135,9 +159,9 @@ def classify(
     return outcome
 
 
-def recover(attempt_dir: pathlib.Path) -> Outcome | None:
+def recover(attempt_dir: pathlib.Path, args: Sequence[str], prompt: str) -> Outcome | None:
     """The outcome of an attempt whose supervisor died, if the attempt itself finished (wrote a report)."""
     report = read_report(attempt_dir)
     if report is None:
         return None
-    return classify(attempt_dir, report.get("exit_code"), report.get("wall_seconds"))
+    return classify(attempt_dir, report.get("exit_code"), report.get("wall_seconds"), args, prompt)

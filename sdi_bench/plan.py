@@ -1,4 +1,5 @@
-"""A plan: prompts × methods × seeds, each run with a stable id, its threestudio arguments and a config hash."""
+"""A plan: prompts × methods × seeds, each run with its threestudio arguments, a config hash and an id
+that ends with it (a run is its config: another config is another run)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from threestudio_sdi.errors import parse_seeds as seed_tuple
-
 from .errors import BenchError
 from .methods import Method, check_overrides
+from .overrides import PROMPT_KEY, text_override
 from .suites import Suite, prompt_slug
+
+MAX_SEED = 2**32 - 1
+"""threestudio seeds Lightning's ``seed_everything``, which takes 0 … 2³² − 1."""
+MAX_SEEDS = 1000
+"""Seeds of one plan at most (each seed is a run of every prompt and method)."""
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,9 @@ class PlannedRun:
 
     ``args`` are the threestudio command-line overrides of the run (method overrides, then the
     benchmark-wide ``--set`` overrides, then the prompt, seed and tag), without the attempt's output
-    folder; ``config_hash`` fingerprints everything that decides the result.
+    folder; ``config_hash`` fingerprints everything that decides the result, and ends ``run_id``
+    (``<method>/<prompt slug>/seed<s>/<hash[:8]>``); ``setup_hash`` fingerprints the method's part
+    (config file, overlays, overrides), which the report uses to keep two setups of a method apart.
     """
 
     run_id: str
@@ -33,6 +40,7 @@ class PlannedRun:
     overlays: tuple[str, ...]
     args: tuple[str, ...]
     config_hash: str
+    setup_hash: str
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,30 @@ class Plan:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` or ``"0-4"`` → seeds (:func:`threestudio_sdi.errors.parse_seeds`); BenchError naming a bad entry."""
+    """``"0,1,2"`` or ``"0-4"`` → seeds (:func:`threestudio_sdi.errors.parse_seeds`); BenchError naming a
+    bad entry, a range that runs backwards, a seed above :data:`MAX_SEED` or more than :data:`MAX_SEEDS`."""
+    count = 0
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        low, dash, high = entry.partition("-")
+        bounds = (low, high) if dash and low else (entry,)
+        if not all(bound.isascii() and bound.isdigit() for bound in bounds):
+            continue  # the parser below names it
+        values = [int(bound) for bound in bounds]
+        if values[-1] < values[0]:
+            raise BenchError(f"--seeds entry {entry!r} runs backwards: write {high}-{low}")
+        if values[-1] > MAX_SEED:
+            raise BenchError(
+                f"--seeds entry {entry!r}: seed {values[-1]} is above {MAX_SEED}, the largest seed threestudio "
+                "takes (Lightning's seed_everything)"
+            )
+        count += values[-1] - values[0] + 1
+        if count > MAX_SEEDS:
+            raise BenchError(
+                f"--seeds {text!r} gives more than {MAX_SEEDS} seeds (each seed is a run of every prompt and "
+                "method): give fewer"
+            )
+    from threestudio_sdi.errors import parse_seeds as seed_tuple  # imports torch: only when seeds are parsed
+
     try:
         return seed_tuple("--seeds", text)
     except ValueError as error:
@@ -61,12 +92,17 @@ def file_digest(path: pathlib.Path, where: str) -> str:
         raise BenchError(f"{where}: cannot read {path} ({error.strerror or error})") from None
 
 
+def digest(value: object) -> str:
+    """16 hex digits of the sha256 of ``value`` as sorted JSON."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
 def run_args(method: Method, settings: Sequence[str], prompt: str, seed: int, tag: str) -> tuple[str, ...]:
-    """The threestudio overrides of one run; the prompt is a YAML double-quoted (JSON) string."""
+    """The threestudio overrides of one run; the prompt arrives exactly (:mod:`.overrides`)."""
     return (
         *method.overrides,
         *settings,
-        f"system.prompt_processor.prompt={json.dumps(prompt)}",
+        text_override(PROMPT_KEY, prompt),
         f"seed={seed}",
         f"tag={tag}",
         "use_timestamp=false",
@@ -96,17 +132,27 @@ def build_plan(
     config_digests = {
         method.name: file_digest(method.config, f"method {method.name!r} config") for method in methods
     }
+    setups = {
+        method.name: digest(
+            [
+                method.name,
+                config_digests[method.name],
+                overlay_digests,
+                list(method.overrides),
+                list(settings),
+            ]
+        )
+        for method in methods
+    }
     for seed in seeds:
         for index, prompt in enumerate(suite.prompts):
             slug = prompt_slug(prompt)
             for method in methods:
                 args = run_args(method, settings, prompt, seed, f"{slug}-seed{seed}")
-                fingerprint = json.dumps(
-                    [method.name, config_digests[method.name], overlay_digests, list(args)], sort_keys=True
-                )
+                config_hash = digest([method.name, config_digests[method.name], overlay_digests, list(args)])
                 runs.append(
                     PlannedRun(
-                        run_id=f"{method.name}/{slug}/seed{seed}",
+                        run_id=f"{method.name}/{slug}/seed{seed}/{config_hash[:8]}",
                         method=method.name,
                         prompt=prompt,
                         prompt_index=index,
@@ -114,7 +160,8 @@ def build_plan(
                         config=str(method.config),
                         overlays=tuple(str(path) for path in overlay_paths),
                         args=args,
-                        config_hash=hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()[:16],
+                        config_hash=config_hash,
+                        setup_hash=setups[method.name],
                     )
                 )
     return Plan(suite=suite.name, methods=tuple(methods), seeds=tuple(seeds), runs=tuple(runs))

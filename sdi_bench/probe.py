@@ -1,6 +1,7 @@
 """The Lightning callback that the launch wrapper injects into threestudio's ``Trainer``.
 
-It measures, inside the training process: the training loop's wall time and steps per second,
+It measures, inside the training process: the prompt the system's prompt processor trains on, the
+training loop's wall time and steps per second,
 ``torch.cuda.max_memory_allocated`` (peak over fit and test), non-finite losses, non-finite
 parameters at the end of training, and how much of each test view the volume covers (the fraction
 of pixels whose opacity is above 0.5, read from the system's ``forward`` outputs during test).
@@ -37,6 +38,11 @@ class BenchProbe(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.reset_peak_memory_stats()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After the system's ``on_fit_start``, where threestudio's systems build their prompt processor."""
+        prompt = getattr(getattr(pl_module, "prompt_processor", None), "prompt", None)
+        self.record.prompt = prompt if isinstance(prompt, str) else None
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int

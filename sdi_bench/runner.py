@@ -1,19 +1,21 @@
-"""What both executors share: the claim owner, the lease heartbeat, the progress bar, the run loop's
-stop signal, and the step that records an attempt's outcome."""
+"""What both executors share: the lease heartbeat, the progress bar, the watch over trainings that
+outlived their ``run``, and the step that records an attempt's outcome."""
 
 from __future__ import annotations
 
-import os
-import socket
+import sys
 import threading
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from . import ownership
 from .outcome import Outcome
 from .store import Claim, Store
+
+ORPHAN_POLL_SECONDS = 2.0
+"""How often a ``run`` that waits for a training of a gone ``run`` looks again."""
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,6 @@ class RunOptions:
     lease_seconds: float = 600.0
 
 
-def new_owner() -> str:
-    """A claim owner id unique to this process: ``host:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
 def failed_to_start(claim: Claim, error: BaseException) -> Outcome:
     """The outcome of an attempt that sdi-bench could not start or supervise."""
     return Outcome(
@@ -45,11 +42,37 @@ def failed_to_start(claim: Claim, error: BaseException) -> Outcome:
 
 
 def record(store: Store, claim: Claim, outcome: Outcome) -> None:
-    """Store an attempt's outcome, or give the run back when the attempt was interrupted."""
-    if outcome.status == "interrupted":
+    """Store an attempt's outcome, or give the run back when the attempt was interrupted (or never
+    started: another ``run`` abandoned it)."""
+    if outcome.status in ("interrupted", "abandoned"):
         store.release(claim)
     else:
         store.finish(claim, outcome)
+
+
+class OrphanWatch:
+    """The runs of a plan whose ``run`` is gone but whose training may still run (a Slurm job, or a
+    training process a moment before it stops itself): each is reported once, and waited for."""
+
+    def __init__(self, owner: str, lease_seconds: float, run_ids: Iterable[str]) -> None:
+        self.owner, self.lease_seconds, self.run_ids = owner, lease_seconds, set(run_ids)
+        self.reported: set[str] = set()
+        self.lock = threading.Lock()
+
+    def waiting(self, store: Store) -> bool:
+        """Whether any such run is left (reporting the new ones on stderr)."""
+        found = store.orphans(self.owner, self.lease_seconds, self.run_ids)
+        with self.lock:
+            for run_id, attempt_dir in found:
+                if run_id not in self.reported:
+                    self.reported.add(run_id)
+                    print(
+                        f"sdi-bench: {run_id}: its training ({ownership.describe(attempt_dir)}) outlived the "
+                        "`sdi-bench run` that started it; waiting for it to end, then its result is recorded",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        return bool(found)
 
 
 class Heartbeat(threading.Thread):

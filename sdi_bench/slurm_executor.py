@@ -6,6 +6,12 @@ job's outcome as it ends; failed runs with retries left go into a new array. Sto
 it cancels its jobs and gives their runs back. With ``--cluster local`` submitit's local executor runs
 the same path on this machine (the tests); it starts every task at once, so here at most
 ``--max-parallel`` runs are claimed at a time.
+
+A job whose submitting ``run`` died (``kill -9``, a lost login node) runs on: its training belongs to
+the job, not to the submitter. The next ``run`` on the store finds its claim's owner gone and the job's
+heartbeat fresh, says so, waits for it, and records its result from the attempt folder; it trains the
+run again only if the job ended without one. A job still queued when the next ``run`` retakes its
+claim finds its attempt abandoned when it starts, and exits without training.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 from .errors import BenchError
 from .execution import RunSettings, execute_run, spec_for
 from .outcome import classify, recover
-from .runner import Heartbeat, Progress, RunOptions, failed_to_start, record
+from .runner import Heartbeat, OrphanWatch, Progress, RunOptions, failed_to_start, record
 from .store import Claim, Store
 
 
@@ -71,7 +77,7 @@ def job_outcome(job: Any, claim: Claim, interrupted: bool) -> Any:
     try:
         return job.result()
     except Exception as error:  # noqa: BLE001 - a failed or cancelled job is an outcome too
-        outcome = classify(claim.attempt_dir, None, None, interrupted=interrupted)
+        outcome = classify(claim.attempt_dir, None, None, claim.args, claim.prompt, interrupted=interrupted)
         if outcome.status == "failed":
             reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:500]
             outcome.error = f"job {job.job_id} ended without a result: {reason}"
@@ -113,7 +119,8 @@ def run_slurm(
     wanted = set(run_ids)
     capacity = slurm.max_parallel if slurm.cluster != "slurm" else len(wanted)
     in_flight: dict[Any, Claim] = {}
-    heartbeat = Heartbeat(Store(store.out_dir), owner, options.lease_seconds)
+    orphans = OrphanWatch(owner, options.lease_seconds, wanted)
+    heartbeat = Heartbeat(Store(store.out_dir, mode="write"), owner, options.lease_seconds)
     heartbeat.start()
     bar = Progress(store, run_ids, options.retries, enabled=progress)
     try:
@@ -128,7 +135,7 @@ def run_slurm(
                 claims.append(claim)
             if claims:
                 submit(executor, store, claims, settings, slurm.cluster, in_flight)
-            if stop.is_set() or (exhausted and not in_flight):
+            if stop.is_set() or (exhausted and not in_flight and not orphans.waiting(store)):
                 break
             finished = [job for job in in_flight if job.done()]
             for job in finished:

@@ -38,6 +38,7 @@ def test_help_prints_and_exits_cleanly(argv):
         timeout=120,
     )
     assert result.returncode == 0 and result.stdout.startswith("usage: sdi-bench")
+    assert "%%" not in result.stdout  # argparse prints a description's text as it is
     if argv == ["run", "--help"]:
         for option in (
             "--threestudio",

@@ -55,3 +55,22 @@ def test_the_try_it_commands_run_as_written(tmp_path):
         row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
         assert "| 3 / 3 |" in row and row.endswith("| complete |"), row
     assert (tmp_path / "demo" / "grid.png").is_file() and (tmp_path / "demo" / "metrics.png").is_file()
+
+
+@pytest.mark.parametrize(("seeds", "label"), [("0", "× 1 seed"), ("0,1", "× 2 seeds")])
+def test_the_gpu_hours_in_the_docs_are_what_plan_prints(seeds, label, capsys):
+    from sdi_bench.cli import main
+
+    row = next(
+        line
+        for line in DOC.read_text().splitlines()
+        if line.startswith(f"| paper43 × {{sdi, sds, vsd}} {label}")
+    )
+    cells = [cell.strip(" *") for cell in row.strip("|").split("|")]
+    assert main(["plan", "--suite", "paper43", "--methods", "sdi,sds,vsd", "--seeds", seeds, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    printed = {
+        line.split()[0]: line.split("=")[1].split()[0] for line in out.splitlines() if "GPU-h  [" in line
+    }
+    assert cells[1:4] == [f"{printed[method]} GPU-h" for method in ("sdi", "sds", "vsd")]
+    assert f"expected: {cells[4].removesuffix(' GPU-h')} GPU-hours" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -143,8 +144,20 @@ def test_a_bad_methods_file_names_the_problem(tmp_path, entry, message):
 def test_seeds_parse_lists_and_ranges():
     assert parse_seeds("0,1") == (0, 1)
     assert parse_seeds("0-3,7") == (0, 1, 2, 3, 7)
-    for bad in ("", "a", "1,1", "-1"):
-        with pytest.raises(BenchError):
+    assert parse_seeds(f"{2**32 - 1}") == (2**32 - 1,)  # the largest seed Lightning takes
+    assert len(parse_seeds("0-999")) == 1000
+    for bad, message in (
+        ("", "--seeds is empty"),
+        ("a", "entry 'a' is not an integer"),
+        ("1,1", "listed twice"),
+        ("-1", "entry '-1' is not an integer"),
+        ("5-2", "entry '5-2' runs backwards: write 2-5"),
+        ("4294967296", "seed 4294967296 is above 4294967295"),
+        ("99999999999999999999", "seed 99999999999999999999 is above 4294967295"),
+        ("0-100000000", "'0-100000000' gives more than 1000 seeds"),  # at once, not a quadratic hang
+        ("0-600,1000-1600", "gives more than 1000 seeds"),
+    ):
+        with pytest.raises(BenchError, match=re.escape(message)):
             parse_seeds(bad)
 
 
@@ -155,7 +168,7 @@ def test_a_plan_is_prompts_times_methods_times_seeds_with_stable_ids():
     assert len(plan.runs) == 43 * 3 * 2
     assert len({run.run_id for run in plan.runs}) == len(plan.runs)
     first = plan.runs[0]
-    assert first.run_id == f"sdi/{prompt_slug(suite.prompts[0])}/seed0"
+    assert first.run_id == f"sdi/{prompt_slug(suite.prompts[0])}/seed0/{first.config_hash[:8]}"
     assert [run.method for run in plan.runs[:3]] == ["sdi", "sds", "vsd"]  # every method early on
     assert first.args[-5:] == (
         "trainer.max_steps=100",
@@ -167,7 +180,12 @@ def test_a_plan_is_prompts_times_methods_times_seeds_with_stable_ids():
     again = build_plan(suite, methods, (0, 1), settings=["trainer.max_steps=100"])
     assert [run.config_hash for run in again.runs] == [run.config_hash for run in plan.runs]
     other = build_plan(suite, methods, (0, 1), settings=["trainer.max_steps=200"])
+    # a run is its config: another config is another run, with another id
     assert all(a.config_hash != b.config_hash for a, b in zip(plan.runs, other.runs))
+    assert all(a.run_id != b.run_id for a, b in zip(plan.runs, other.runs))
+    assert all(a.setup_hash != b.setup_hash for a, b in zip(plan.runs, other.runs))
+    # one setup per method: the prompt and the seed are not part of it
+    assert {run.setup_hash for run in plan.runs if run.method == "sdi"} == {first.setup_hash}
 
 
 def test_the_config_hash_follows_the_config_file_and_the_overlays(tmp_path):

@@ -35,7 +35,10 @@ def store(tmp_path) -> Store:
     store = Store(tmp_path)
     plan = [("a", p) for p in range(4)] + [("b", p) for p in range(3)]
     store.sync_plan(
-        [PlannedRun(f"{m}/p{p}/seed0", m, f"prompt {p}", p, 0, "/c.yaml", (), (), "h") for m, p in plan]
+        [
+            PlannedRun(f"{m}/p{p}/seed0", m, f"prompt {p}", p, 0, "/c.yaml", (), (), "h", "s" + m)
+            for m, p in plan
+        ]
     )
     results = {
         "a/p0/seed0": ("done", 60.0, 2 * GIB, 30.0),

@@ -8,93 +8,18 @@ a training process starts and one when it ends), so "exactly once" is checked on
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
-import yaml
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-STANDIN = REPO / "tests" / "bench_standin"
-FAULTS = {
-    "ok": [],
-    "flaky": ["standin.fault=fail-first"],
-    "broken": ["standin.fault=fail"],
-    "oom": ["standin.fault=oom"],
-    "crash": ["standin.fault=crash"],
-    "slow": ["standin.step_seconds=0.25"],
-    "light": ["standin.lightning=true"],
-    "light-nan": ["standin.lightning=true", "standin.fault=nan"],
-    "light-empty": ["standin.lightning=true", "standin.fault=empty"],
-}
+from bench_harness import Bench, wait_for
 
 
 @pytest.fixture
 def bench(tmp_path):
-    """Paths and a command runner for one benchmark folder."""
-    methods = tmp_path / "methods.yaml"
-    methods.write_text(
-        yaml.safe_dump(
-            {"methods": {name: {"base": "sds", "overrides": extra} for name, extra in FAULTS.items()}}
-        )
-    )
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("".join(f"prompt number {index}\n" for index in range(6)))
-    ledger = tmp_path / "ledger.txt"
-    env = {**os.environ, "SDI_BENCH_STANDIN_LEDGER": str(ledger), "PYTHONDONTWRITEBYTECODE": "1"}
-
-    class Bench:
-        out = tmp_path / "out"
-
-        def command(self, methods_: str, prompts_: int, *extra: str) -> list[str]:
-            return [
-                sys.executable, "-m", "sdi_bench.cli", "run",
-                "--threestudio", str(STANDIN), "--out", str(self.out),
-                "--prompts", str(prompts), "--first", str(prompts_),
-                "--methods-file", str(methods), "--methods", methods_,
-                "--set", "trainer.max_steps=4", "--set", "standin.test_views=6", "--no-progress", *extra,
-            ]  # fmt: skip
-
-        def run(self, methods_: str, prompts_: int, *extra: str, env_: dict | None = None):
-            return subprocess.run(
-                self.command(methods_, prompts_, *extra),
-                env=env_ or env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-
-        def start(
-            self, methods_: str, prompts_: int, *extra: str, env_: dict | None = None
-        ) -> subprocess.Popen:
-            return subprocess.Popen(
-                self.command(methods_, prompts_, *extra),
-                env=env_ or env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-
-        def rows(self) -> dict[str, dict]:
-            with sqlite3.connect(self.out / "results.sqlite") as db:
-                db.row_factory = sqlite3.Row
-                return {row["run_id"]: dict(row) for row in db.execute("SELECT * FROM runs")}
-
-        def ledger(self, event: str) -> list[str]:
-            if not ledger.exists():
-                return []
-            return [
-                line.split()[1] for line in ledger.read_text().splitlines() if line.startswith(event + " ")
-            ]
-
-    bench = Bench()
-    bench.env = env
-    return bench
+    bench = Bench(tmp_path)
+    yield bench
+    bench.close()
 
 
 def by_method(rows: dict[str, dict]) -> dict[str, dict]:
@@ -161,15 +86,6 @@ def test_the_injected_callback_measures_the_training_process(bench):
     assert json.loads(empty["details"])["max_opacity_coverage"] == 0.0
 
 
-def wait_for(predicate, what: str, seconds: float = 120.0) -> None:
-    """Poll until ``predicate()`` (a guard against hanging, not a timing assertion)."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_a_run_killed_with_sigterm_resumes_and_finishes_every_run_exactly_once(bench):
     process = bench.start("slow", 4, "--gpus", "0")
 
@@ -206,8 +122,8 @@ def test_two_run_processes_share_the_work_without_overlap(bench, tmp_path):
     # every training process waits until two have started: it only goes on if the other `run`
     # (one worker each) took a run at the same time
     env = {**bench.env, "SDI_BENCH_STANDIN_BARRIER": f"{tmp_path / 'barrier'}:2"}
-    first = bench.start("ok", 6, "--gpus", "0", env_=env)
-    second = bench.start("ok", 6, "--gpus", "0", env_=env)
+    first = bench.start("ok", 6, "--gpus", "0", env=env)
+    second = bench.start("ok", 6, "--gpus", "0", env=env)
     for process in (first, second):
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr

@@ -53,7 +53,7 @@ def done_store(out: pathlib.Path, trials: dict[str, Sequence[int]]) -> Store:
     """A store whose runs (one per prompt) are done, with synthetic trials."""
     store = Store(out)
     runs = [
-        PlannedRun(f"m/{prompt}/seed0", "m", prompt, index, 0, "/c.yaml", (), (), "h")
+        PlannedRun(f"m/{prompt}/seed0/h", "m", prompt, index, 0, "/c.yaml", (), (), "h", "s")
         for index, prompt in enumerate(trials)
     ]
     store.sync_plan(runs)
@@ -76,8 +76,8 @@ def test_views_are_spread_evenly_over_the_turntable():
 
 def test_the_render_panel_is_cut_out_of_threestudios_test_image(tmp_path):
     write_trial(tmp_path / "trial", [40, 200])
-    views = collect_views(tmp_path / "trial", 50)
-    assert [view.size for view in views] == [(PANEL, PANEL)] * 2
+    views, unreadable = collect_views(tmp_path / "trial", 50)
+    assert unreadable == [] and [view.size for view in views] == [(PANEL, PANEL)] * 2
     assert [int(np.asarray(view).mean()) for view in views] == [40, 200]
     # without parsed.yaml a square panel is assumed
     (tmp_path / "trial" / "configs" / "parsed.yaml").unlink()
@@ -172,15 +172,54 @@ def test_a_new_metric_is_one_scorer_class_and_scoring_is_stored_once(tmp_path, c
     assert main(argv) == 0
     scores = {row["run_id"]: row for row in store.scores()}
     chosen = [grays["p0"][index] for index in np.unique(np.linspace(0, 119, 50).round().astype(int))]
-    assert scores["m/p0/seed0"]["value"] == pytest.approx(100 * np.mean(chosen) / 255, abs=1e-9)
-    assert scores["m/p0/seed0"]["n_views"] == 50 and scores["m/p1/seed0"]["n_views"] == 4
-    assert scores["m/p1/seed0"]["value"] == pytest.approx(20.0)
+    assert scores["m/p0/seed0/h"]["value"] == pytest.approx(100 * np.mean(chosen) / 255, abs=1e-9)
+    assert scores["m/p0/seed0/h"]["n_views"] == 50 and scores["m/p1/seed0/h"]["n_views"] == 4
+    assert scores["m/p1/seed0/h"]["value"] == pytest.approx(20.0)
     out = capsys.readouterr().out
     assert "scored 2" in out and "fewer than 50 test views" in out
     assert main(argv) == 0
     assert "scored 0, already scored 2" in capsys.readouterr().out
     assert main([*argv, "--rescore"]) == 0
     assert "scored 2, already scored 0" in capsys.readouterr().out
+
+
+def break_png(path: pathlib.Path, how: str) -> None:
+    """A test render made unreadable: empty, cut in half, or replaced by bytes that are no image."""
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"not a png" * 10}[how])
+
+
+def test_broken_renders_are_skipped_noted_and_counted_and_the_rest_is_scored_and_reported(tmp_path, capsys):
+    grays = {"p0": [10, 20, 30, 40, 50, 60], "p1": [100, 110], "p2": [200, 210, 220]}
+    store = done_store(tmp_path, grays)
+    views = {name: tmp_path / "trials" / name / "save" / "it10-test" for name in grays}
+    for index, how in ((0, "empty"), (2, "truncated"), (5, "garbage")):
+        break_png(views["p0"] / f"{index}.png", how)
+    for index in (0, 1):
+        break_png(views["p1"] / f"{index}.png", "garbage")  # every view of p1
+    argv = ["score", "--out", str(tmp_path), "--metrics", f"{__name__}:MeanGray", "--views", "50"]
+    assert main([*argv, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    scores = {row["run_id"]: row for row in store.scores()}
+    # p0 is scored on its three readable views, p2 on all of its own; p1 has none left
+    assert scores["m/p0/seed0/h"]["n_views"] == 3
+    assert scores["m/p0/seed0/h"]["value"] == pytest.approx(100 * np.mean([20, 40, 50]) / 255, abs=1e-9)
+    assert scores["m/p2/seed0/h"]["value"] == pytest.approx(100 * np.mean([200, 210, 220]) / 255, abs=1e-9)
+    assert "m/p1/seed0/h" not in scores
+    assert "5 unreadable test render(s) in 2 run(s) were skipped" in captured.out
+    assert (
+        str(views["p0"] / "0.png") in captured.out
+        and "1 done run(s) have no readable test views" in captured.out
+    )
+    # report: the table is written, and grid.png marks the cells it could not read
+    for name in ("p0", "p2"):
+        break_png(views[name] / "0.png", "garbage")
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and (tmp_path / "grid.png").is_file()
+    assert "3 render(s) in grid.png could not be read (marked there)" in captured.out
+    assert (tmp_path / "table.md").is_file() and (tmp_path / "metrics.png").is_file()
 
 
 def test_score_command_with_the_tiny_clip_names_its_weights(tmp_path, tiny_clip, capsys):

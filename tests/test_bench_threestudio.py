@@ -2,7 +2,8 @@
 
     THREESTUDIO_ROOT=/path/to/threestudio /tmp/venv-ts/bin/python -m pytest tests/test_bench_threestudio.py
 
-2 prompts of paper43 × {sdi, sds} × seed 0, 2 training steps each, through threestudio's own launch.py
+2 prompts (paper43's first, and one with an emoji, ``${...}``, quotes and a backslash) × {sdi, sds} ×
+seed 0, 2 training steps each, through threestudio's own launch.py
 (``sdi-bench run --device cpu``: the launch wrapper with threestudio_sdi.testing.cpu_harness), the tiny offline
 Stable Diffusion and a CPU overlay (pure-torch geometry, importance sampling, solid background, 32×32,
 precision 32); then ``score`` with a tiny random CLIP and ``report``. The Python of THREESTUDIO_PYTHON
@@ -21,6 +22,8 @@ import pytest
 import yaml
 from threestudio_cpu.harness import CPU, CPU_RESET
 
+from sdi_bench.overrides import escape_interpolations
+
 ROOT = os.environ.get("THREESTUDIO_ROOT")
 pytestmark = pytest.mark.skipif(
     not ROOT,
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.skipif(
 )
 STEPS = 2
 TEST_VIEWS = 4
+PROMPTS = ["A car made out of sushi", 'A "croissant" 🥐 in ${oc.env:HOME}, with a back\\slash']
 
 
 def cpu_overlay(tiny_sd: pathlib.Path) -> dict:
@@ -62,8 +66,10 @@ def bench(tmp_path_factory) -> pathlib.Path:
     python = os.environ.get("THREESTUDIO_PYTHON", sys.executable)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     out = work / "out"
+    prompts = work / "prompts.txt"
+    prompts.write_text("".join(f"{prompt}\n" for prompt in PROMPTS), encoding="utf-8")
     commands = [
-        ["run", "--threestudio", str(root), "--out", str(out), "--suite", "paper43", "--first", "2"]
+        ["run", "--threestudio", str(root), "--out", str(out), "--prompts", str(prompts)]
         + ["--methods", "sdi,sds", "--seeds", "0", "--device", "cpu", "--python", python, "--gpus", "0,1"]
         + ["--overlay", str(work / "cpu-reset.yaml"), "--overlay", str(work / "cpu.yaml"), "--retries", "0"]
         + ["--no-progress"],
@@ -99,12 +105,7 @@ def bench(tmp_path_factory) -> pathlib.Path:
 def test_every_run_trained_and_tested_in_real_threestudio(bench):
     data = json.loads((bench / "results.json").read_text())
     runs = {(run["method"], run["prompt"]): run for run in data["runs"]}
-    assert sorted(runs) == [
-        ("sdi", "A car made out of sushi"),
-        ("sdi", "A delicious croissant"),
-        ("sds", "A car made out of sushi"),
-        ("sds", "A delicious croissant"),
-    ]
+    assert sorted(runs) == sorted((method, prompt) for method in ("sdi", "sds") for prompt in PROMPTS)
     systems = {"sdi": "sdi-ext-system", "sds": "dreamfusion-system"}
     for (method, prompt), run in runs.items():
         assert (run["status"], run["outcome"], run["attempts"]) == ("done", "ok", 1), run["error"]
@@ -114,8 +115,11 @@ def test_every_run_trained_and_tested_in_real_threestudio(bench):
         assert details["test_views"] == TEST_VIEWS and details["max_opacity_coverage"] > 0
         trial = pathlib.Path(run["trial_dir"])
         parsed = yaml.safe_load((trial / "configs" / "parsed.yaml").read_text())  # written by launch.py
-        assert parsed["system_type"] == systems[method]
-        assert parsed["system"]["prompt_processor"]["prompt"] == prompt and parsed["seed"] == 0
+        assert parsed["system_type"] == systems[method] and parsed["seed"] == 0
+        # the prompt that threestudio's prompt processor trained on is the stored one, exactly; parsed.yaml
+        # holds it after threestudio's first resolution (escaped for the two still to come)
+        assert details["prompt"] == prompt
+        assert parsed["system"]["prompt_processor"]["prompt"] == escape_interpolations(prompt, 2)
         assert sorted(path.name for path in (trial / "save" / f"it{STEPS}-test").glob("*.png")) == [
             f"{index}.png" for index in range(TEST_VIEWS)
         ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import BenchError
 from ..store import Store
-from .aggregate import MethodSummary, summarize
+from .aggregate import MethodSummary, label_setups, summarize
 from .figures import write_grid, write_metric_plot
 from .tables import headings, metric_order, now, write_json, write_table
 
@@ -20,14 +20,18 @@ class Report:
 
     files: list[pathlib.Path]
     summaries: list[MethodSummary]
+    unreadable: list[str]
+    """Runs whose render in grid.png could not be read."""
 
 
 def write_report(store: Store, folder: pathlib.Path | None = None, view: int = 0) -> Report:
     """Write the four report files into ``folder`` (default: the store's folder).
 
-    A failed run counts as unfinished while it has retries left (``--retries`` of the last ``run``).
+    A failed run counts as unfinished while it has retries left (``--retries`` of the last ``run``). A
+    method whose runs were made with more than one setup is one column per setup
+    (:func:`.aggregate.label_setups`).
     """
-    runs = store.runs()
+    runs = label_setups(store.runs())
     if not runs:
         raise BenchError(f"--out {store.out_dir}: the store has no runs yet")
     folder = store.out_dir if folder is None else folder
@@ -49,6 +53,6 @@ def write_report(store: Store, folder: pathlib.Path | None = None, view: int = 0
     paths = [folder / name for name in FILES]
     write_table(paths[0], summaries, metrics, metric_models, scores, context)
     write_json(paths[1], summaries, metric_models, runs, scores, context)
-    write_grid(paths[2], runs, methods, view=view)
+    unreadable = write_grid(paths[2], runs, methods, view=view)
     write_metric_plot(paths[3], runs, scores, methods, headings(metric_models, metrics))
-    return Report(files=paths, summaries=summaries)
+    return Report(files=paths, summaries=summaries, unreadable=unreadable)

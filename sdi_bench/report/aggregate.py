@@ -58,6 +58,20 @@ class MethodSummary:
         return "incomplete: " + ", ".join(parts)
 
 
+def label_setups(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The runs, each method with more than one setup (config file, overlays, overrides: the
+    ``setup_hash``) renamed ``<method>@<setup_hash[:6]>``, so results of two setups never mix."""
+    setups: dict[str, set[str]] = {}
+    for run in runs:
+        setups.setdefault(run["method"], set()).add(run["setup_hash"])
+    return [
+        {**run, "method": f"{run['method']}@{run['setup_hash'][:6]}"}
+        if len(setups[run["method"]]) > 1
+        else dict(run)
+        for run in runs
+    ]
+
+
 def _median(values: Sequence[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return statistics.median(present) if present else None

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import layout
-from ..scoring.images import load_render
+from ..scoring.images import UnreadableRender, load_render
 
 
 def _figure(width: float, height: float) -> Any:
@@ -21,7 +21,8 @@ def _figure(width: float, height: float) -> Any:
 
 
 def cell_image(run: Mapping[str, Any], view: int) -> Any:
-    """The render panel of test view ``view`` of a done run (the last view if it has fewer), or None."""
+    """The render panel of test view ``view`` of a done run (the last view if it has fewer), or None;
+    :class:`UnreadableRender` if that file cannot be read."""
     if run["status"] != "done" or not run["trial_dir"]:
         return None
     trial_dir = pathlib.Path(run["trial_dir"])
@@ -34,8 +35,9 @@ def cell_image(run: Mapping[str, Any], view: int) -> Any:
 
 def write_grid(
     path: pathlib.Path, runs: Sequence[Mapping[str, Any]], methods: Sequence[str], view: int = 0
-) -> None:
-    """Rows: prompts (first seed that has a run); columns: methods; a label where a run has no render."""
+) -> list[str]:
+    """Rows: prompts (first seed that has a run); columns: methods; a label where a run has no render.
+    Returns the runs whose render could not be read (labelled so in their cell)."""
     import matplotlib.pyplot as plt
 
     seed = min(run["seed"] for run in runs)
@@ -43,6 +45,7 @@ def write_grid(
         (run["prompt"], run["method"]): run for run in runs if run["seed"] == seed
     }
     prompts = sorted({run["prompt"]: run["prompt_index"] for run in runs}.items(), key=lambda item: item[1])
+    unreadable: list[str] = []
     label_inches, cell_inches = 1.8, 1.6
     width = label_inches + cell_inches * len(methods)
     height = 0.7 + cell_inches * len(prompts)
@@ -61,11 +64,15 @@ def write_grid(
             axes.set_xticks([])
             axes.set_yticks([])
             run = table.get((prompt, method))
-            image = cell_image(run, view) if run is not None else None
+            try:
+                image = cell_image(run, view) if run is not None else None
+                label = "not planned" if run is None else (run["outcome"] or run["status"])
+            except UnreadableRender:
+                image, label = None, "unreadable render"
+                unreadable.append(run["run_id"])
             if image is not None:
                 axes.imshow(image)
             else:
-                label = "not planned" if run is None else (run["outcome"] or run["status"])
                 axes.text(0.5, 0.5, label, ha="center", va="center", fontsize=8, transform=axes.transAxes)
             if row == 0:
                 axes.set_title(method, fontsize=9)
@@ -74,6 +81,7 @@ def write_grid(
     figure.text(0.01, 0.01, f"test view {view}, seed {seed}", fontsize=8, va="bottom")
     figure.savefig(path)
     plt.close(figure)
+    return unreadable
 
 
 def write_metric_plot(

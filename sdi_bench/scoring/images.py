@@ -19,10 +19,18 @@ def select_views(paths: Sequence[pathlib.Path], count: int) -> list[pathlib.Path
     return [paths[index] for index in indices]
 
 
+class UnreadableRender(Exception):
+    """A test render that is empty, truncated or not an image."""
+
+
 def load_render(path: pathlib.Path, width: int | None) -> Image.Image:
-    """The render panel (leftmost ``width`` pixels; a square panel when ``width`` is None) as RGB."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    """The render panel (leftmost ``width`` pixels; a square panel when ``width`` is None) as RGB;
+    :class:`UnreadableRender` naming the file if it cannot be read whole."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: UnidentifiedImageError, truncated data
+        raise UnreadableRender(f"{path}: {type(error).__name__}: {error}") from None
     panel = width if width is not None else image.height
     return image.crop((0, 0, panel, image.height)) if image.width > panel else image
 

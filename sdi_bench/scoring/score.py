@@ -6,30 +6,39 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from PIL import Image
 from tqdm import tqdm
 
 from .. import layout
 from ..store import Store
 from .base import Scorer
-from .images import load_render, select_views
+from .images import UnreadableRender, load_render, select_views
 
 
 @dataclass
 class ScoreSummary:
     """What one ``score`` did: (run, scorer) pairs scored and skipped (already scored with the same
-    model), runs without test views, runs with fewer test views than asked for."""
+    model), runs without (readable) test views, runs with fewer test views than asked for, and the
+    unreadable renders that were skipped (run id, file)."""
 
     scored: int = 0
     skipped: int = 0
     missing_views: set[str] = field(default_factory=set)
     short_runs: set[str] = field(default_factory=set)
+    unreadable: set[tuple[str, str]] = field(default_factory=set)
 
 
-def collect_views(trial_dir: pathlib.Path, count: int) -> list:
-    """``count`` render panels of a trial's test turntable, evenly spaced (all if it has fewer)."""
+def collect_views(trial_dir: pathlib.Path, count: int) -> tuple[list[Image.Image], list[str]]:
+    """``count`` render panels of a trial's test turntable, evenly spaced (all if it has fewer), and
+    the views that could not be read (skipped, so the rest still counts)."""
     size = layout.eval_size(trial_dir)
-    paths = select_views(layout.test_views(trial_dir), count)
-    return [load_render(path, None if size is None else size[0]) for path in paths]
+    images, unreadable = [], []
+    for path in select_views(layout.test_views(trial_dir), count):
+        try:
+            images.append(load_render(path, None if size is None else size[0]))
+        except UnreadableRender as error:
+            unreadable.append(str(error))
+    return images, unreadable
 
 
 def score_runs(
@@ -50,7 +59,8 @@ def score_runs(
         summary.skipped += len(runs) - len(todo)
         for run in tqdm(todo, desc=f"score {scorer.name}", unit="run", disable=not progress):
             trial_dir = pathlib.Path(run["trial_dir"]) if run["trial_dir"] else None
-            images = collect_views(trial_dir, views) if trial_dir is not None else []
+            images, unreadable = collect_views(trial_dir, views) if trial_dir is not None else ([], [])
+            summary.unreadable.update((run["run_id"], path) for path in unreadable)
             if not images:
                 summary.missing_views.add(run["run_id"])
                 continue

@@ -3,7 +3,9 @@
     sdi-bench run --threestudio tests/bench_standin ...
 
 It parses the same command line as threestudio's ``launch.py`` (``--config``, ``--gpu``, ``--train``
-and ``key=value`` overrides merged with OmegaConf), and writes threestudio's output layout under
+and ``key=value`` overrides merged with OmegaConf), reads the prompt as threestudio's prompt processor
+does (three resolutions: ``load_config``, ``parse_structured``, ``cfg.prompt``) and writes it to
+``standin-prompt.txt`` in the trial folder, and writes threestudio's output layout under
 ``<exp_root_dir>/<name>/<tag>[@timestamp]/``: ``configs/parsed.yaml``, ``ckpts/last.ckpt`` and
 ``save/it<max_steps>-test/<i>.png`` (render | normal | opacity panels, ``standin.size`` pixels each,
 ``standin.test_views`` views). Without CUDA it trains nothing real: the renders are a disc whose colour
@@ -18,9 +20,14 @@ Knobs (config keys, e.g. as method overrides or ``--set``):
   torch's CUDA out-of-memory message), ``crash`` (exit at once, no Python exception), and with
   ``standin.lightning=true`` also ``nan`` (the loss becomes NaN) and ``empty`` (zero opacity).
 * ``standin.step_seconds=``: sleep per training step (plain loop), to make a run take a while.
+* ``standin.child=true``: start a child process that sleeps (as threestudio's prompt processor and data
+  loaders start theirs) and write its pid to ``standin-child.pid`` in the working directory.
 
-Environment (set by tests): ``SDI_BENCH_STANDIN_LEDGER=FILE`` appends ``start``/``end`` lines per run;
-``SDI_BENCH_STANDIN_BARRIER=DIR:N`` makes each run wait until N runs have started (across processes).
+Environment (set by tests): ``SDI_BENCH_STANDIN_LEDGER=FILE`` appends ``start``/``end`` lines per run
+(``<event> <run id> <attempt> <time>``), and an ``overlap`` line when a training of another attempt of
+the same run is still alive as this one starts (read from their ``training.json``);
+``SDI_BENCH_STANDIN_BARRIER=DIR:N`` makes each run wait until N runs have started (across processes);
+``SDI_BENCH_STANDIN_HOLD=FILE`` makes each run wait after its start until FILE exists.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import subprocess
 import sys
 import time
 import warnings
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -58,14 +67,39 @@ def load_config(path: str, overrides: list[str]):
 def ledger(event: str) -> None:
     path = os.environ.get("SDI_BENCH_STANDIN_LEDGER")
     if path:
-        line = (
-            f"{event} {os.environ.get('SDI_BENCH_RUN_ID', '?')} {os.environ.get('SDI_BENCH_ATTEMPT', '?')}\n"
-        )
+        run = os.environ.get("SDI_BENCH_RUN_ID", "?")
+        line = f"{event} {run} {os.environ.get('SDI_BENCH_ATTEMPT', '?')} {time.time():.6f}\n"
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(descriptor, line.encode())
         finally:
             os.close(descriptor)
+
+
+@dataclass
+class PromptProcessorConfig:
+    """The prompt of threestudio's prompt processor config (``PromptProcessor.Config``)."""
+
+    prompt: str = "a hamburger"
+
+
+def trained_prompt(cfg) -> str:
+    """The prompt as threestudio's prompt processor reads it: its block parsed into its ``Config``
+    (``parse_structured``: ``Config(**cfg)``, then ``OmegaConf.structured``), then ``self.cfg.prompt``."""
+    block = cfg.system.prompt_processor
+    return OmegaConf.structured(PromptProcessorConfig(prompt=block["prompt"])).prompt
+
+
+def other_attempts_alive() -> bool:
+    """Whether a training process of another attempt of this run (``../attempt-*``) is alive."""
+    from sdi_bench.ownership import TRAINING, ProcessId, read_json
+
+    here = pathlib.Path.cwd().resolve()
+    for record in here.parent.glob(f"attempt-*/{TRAINING}"):
+        process = ProcessId.from_dict(read_json(record))
+        if record.parent != here and process is not None and process.alive():
+            return True
+    return False
 
 
 def barrier() -> None:
@@ -107,25 +141,27 @@ def save_panels(path: pathlib.Path, rgb: np.ndarray, opacity: np.ndarray) -> Non
     Image.fromarray((np.clip(panels, 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
-def train_plain(cfg, save_dir: pathlib.Path, step: int, size: int, views: int) -> None:
+def train_plain(cfg, prompt: str, save_dir: pathlib.Path, step: int, size: int, views: int) -> None:
     seconds = float(cfg.standin.get("step_seconds", 0.0))
     for _ in range(step):
         if seconds:
             time.sleep(seconds)
-    name, prompt, seed = str(cfg.name), str(cfg.system.prompt_processor.prompt), int(cfg.seed)
+    name, seed = str(cfg.name), int(cfg.seed)
     folder = save_dir / f"it{step}-test"
     folder.mkdir(parents=True, exist_ok=True)
     for view in range(views):
         save_panels(folder / f"{view}.png", *disc(name, prompt, seed, view, size, empty=False))
 
 
-def train_lightning(cfg, save_dir: pathlib.Path, step: int, size: int, views: int, fault: str | None) -> None:
+def train_lightning(
+    cfg, prompt: str, save_dir: pathlib.Path, step: int, size: int, views: int, fault: str | None
+) -> None:
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning import Trainer  # what launch.py does: the benchmark's hook patches this name
     from torch.utils.data import DataLoader
 
-    name, prompt, seed = str(cfg.name), str(cfg.system.prompt_processor.prompt), int(cfg.seed)
+    name, seed = str(cfg.name), int(cfg.seed)
     pl.seed_everything(seed)
 
     class System(pl.LightningModule):
@@ -193,18 +229,25 @@ def main() -> int:
     cfg.standin = standin
     stamp = time.strftime("@%Y%m%d-%H%M%S") if cfg.get("use_timestamp", True) else ""
     trial_dir = pathlib.Path(cfg.get("exp_root_dir", "outputs")) / str(cfg.name) / f"{cfg.tag}{stamp}"
-    size, views = int(standin.get("size", 32)), int(standin.get("test_views", 120))
+    size = int(standin.get("size", cfg.data.get("eval_width", 32)))
+    views = int(standin.get("test_views", cfg.data.get("n_test_views", 120)))
     cfg.data.eval_width = cfg.data.eval_height = size
     cfg.data.n_test_views = views
+    prompt = trained_prompt(cfg)
 
     ledger("start")
+    if os.environ.get("SDI_BENCH_STANDIN_LEDGER") and other_attempts_alive():
+        ledger("overlap")
     barrier()
+    if standin.get("child", False):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        pathlib.Path("standin-child.pid").write_text(str(child.pid))
+    hold = os.environ.get("SDI_BENCH_STANDIN_HOLD")
+    while hold and not os.path.exists(hold):
+        time.sleep(0.05)
     fault = standin.get("fault")
     attempt = os.environ.get("SDI_BENCH_ATTEMPT", "1")
-    print(
-        f"stand-in: {cfg.name} / {cfg.system.prompt_processor.prompt!r} / seed {cfg.seed} -> {trial_dir}",
-        flush=True,
-    )
+    print(f"stand-in: {cfg.name} / {prompt!r} / seed {cfg.seed} -> {trial_dir}", flush=True)
     if fault == "fail" or (fault == "fail-first" and attempt == "1"):
         raise RuntimeError(f"stand-in told to fail (standin.fault={fault}, attempt {attempt})")
     if fault == "oom":
@@ -213,11 +256,12 @@ def main() -> int:
         os._exit(3)
     (trial_dir / "configs").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, trial_dir / "configs" / "parsed.yaml")
+    (trial_dir / "standin-prompt.txt").write_text(prompt, encoding="utf-8")
     step = int(cfg.trainer.max_steps)
     if standin.get("lightning", False):
-        train_lightning(cfg, trial_dir / "save", step, size, views, fault)
+        train_lightning(cfg, prompt, trial_dir / "save", step, size, views, fault)
     else:
-        train_plain(cfg, trial_dir / "save", step, size, views)
+        train_plain(cfg, prompt, trial_dir / "save", step, size, views)
     (trial_dir / "ckpts").mkdir(parents=True, exist_ok=True)
     (trial_dir / "ckpts" / "last.ckpt").write_bytes(b"stand-in checkpoint\n")
     ledger("end")
