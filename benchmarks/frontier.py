@@ -42,24 +42,9 @@ from common import RESULTS, machine
 from threestudio_sdi.experimental.lab3d.assets import CLASS_NAMES, EQUAL_MEAN_CLASS
 from threestudio_sdi.experimental.lab3d.cli import parse_methods
 from threestudio_sdi.experimental.lab3d.experiment import Lab3D, LabSettings, seed_list
+from threestudio_sdi.experimental.lab3d.methods import FRONTIER_METHODS
 from threestudio_sdi.experimental.lab3d.report import RECOVERED_PSNR, mean_std
 
-FRONTIER_METHODS = (
-    "sds",
-    "sds-cfg100",
-    "sdi-paper-n1",
-    "sdi-paper-n2",
-    "sdi-paper-n3",
-    "sdi-paper-n5",
-    "sdi-paper",
-    "ism",
-    "consistent-noise",
-    "consistent-surface",
-    "consistent-shared-10",
-    "consistent-shared-surface-10",
-    "consistent-lowfreq-10",
-)
-"""The strategies of the frontier, as 3D-lab method names."""
 LABELS = {
     "sds": "SDS, CFG 7.5",
     "sds-cfg100": "SDS, CFG 100",

@@ -183,6 +183,20 @@ METHODS: dict[str, Method] = {
 ALL_METHODS: dict[str, Method] = {**METHODS, **RESEARCH_METHODS}
 """Every method by name (:data:`METHODS` and the research candidates)."""
 
+FRONTIER_METHODS = (
+    "sds",
+    "sds-cfg100",
+    *(f"sdi-paper-n{n}" for n in FRONTIER_INVERSION_STEPS),
+    "sdi-paper",
+    "ism",
+    "consistent-noise",
+    "consistent-surface",
+    "consistent-shared-10",
+    "consistent-shared-surface-10",
+    "consistent-lowfreq-10",
+)
+"""The strategies of the cost–outcome frontier (``benchmarks/frontier.py``, in the lab and in threestudio)."""
+
 
 def get_method(name: str) -> Method:
     """The method called ``name``; ValueError listing the names otherwise."""
