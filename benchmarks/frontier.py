@@ -15,7 +15,9 @@ Classes ``ball``, ``tower``, ``crate`` run in the lab's default setting (3 class
 structure) in a setting with all four classes, so that CFG's unconditional branch mixes all four.
 
 ``run`` is resumable: every finished run is written to the results file at once, and a rerun skips
-the runs it holds (kill it and run it again to finish the grid). ``--reuse`` imports the rows of the
+the runs it holds (kill it and run it again to finish the grid); it goes seed by seed, and within a
+seed method by method in the order of ``--methods``, so a partial grid has every class of the first
+methods. ``--reuse`` imports the rows of the
 committed full runs of ``benchmarks/fidelity3d.py`` (same settings; runs are deterministic per seed)
 instead of running them again; imported rows name their source. ``report`` also reads
 ``frontier3d-threestudio.json``, the real-threestudio frontier (``tests/threestudio_cpu/run_frontier.py``),
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(
                 f"--classes entry {name!r}: known classes are {', '.join(STANDARD_CLASSES)}, orb"
             )
-    jobs = [(m, c, s) for s in seed_list(args.seeds) for c in classes for m in methods]
+    jobs = [(m, c, s) for s in seed_list(args.seeds) for m in methods for c in classes]  # a seed at a time
     wanted = set(jobs) - done(report)
     if args.reuse:
         imported = reusable_rows(out, wanted)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from common import RESULTS, markdown_table, spread
 
+from threestudio_sdi.experimental.lab3d.methods import FRONTIER_METHODS
 from threestudio_sdi.experimental.strategies.research_inversion import (
     adaptive_inversion_steps,
     research_timesteps,
@@ -133,7 +134,7 @@ def frontier_rows(model: dict[str, Any], path: pathlib.Path) -> list[dict[str, A
     if not path.is_file():
         return []
     rows = json.loads(path.read_text())["rows"]
-    methods = list(dict.fromkeys(row["method"] for row in rows))
+    methods = [method for method in FRONTIER_METHODS if any(row["method"] == method for row in rows)]
     fixed, per = model["fixed_minutes"], model["per_evaluation_minutes"]
     sds = fixed + per
     table = []

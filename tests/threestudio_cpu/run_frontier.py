@@ -7,7 +7,8 @@
 Every (seed, class, method) of the grid is a known-answer run through launch.py (:mod:`frontier`);
 each finished run is appended to ``--out`` at once (written atomically), and a rerun skips the runs
 the file holds, so a killed grid is finished by running the same command again. Runs go seed by
-seed, so a partial grid covers every strategy and class at the first seeds. ``--check`` runs
+seed, and within a seed method by method in the order of ``--methods``, each over every class: a
+partial grid holds every class of the first methods of the first seeds. ``--check`` runs
 :func:`frontier.noise_field_checks` and a two-strategy frontier of ``--check-steps`` steps instead, for
 ``tests/test_threestudio_noise_field.py``. The method names are the 3D lab's; the default grid is
 ``benchmarks/frontier.py``'s.
@@ -120,7 +121,7 @@ def main() -> int:
     report["commands"].append(command)
     report["settings"] = {"steps": max_steps, "variants_per_class": frontier.VARIANTS}
     held = {(row["method"], row["class"], row["seed"]) for row in report["rows"]}
-    jobs = [(m, c, s) for s in seeds for c in classes for m in methods if (m, c, s) not in held]
+    jobs = [(m, c, s) for s in seeds for m in methods for c in classes if (m, c, s) not in held]
     save(out, report)
     print(f"{len(jobs)} runs to go ({len(held)} held)", flush=True)
     started = time.perf_counter()
