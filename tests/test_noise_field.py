@@ -221,6 +221,8 @@ def test_the_nerf_source_renders_the_labs_field_of_the_same_asset(
     torch.testing.assert_close(same_size, expected, rtol=1e-4, atol=1e-4)
     from_c2w = source(_batch(cameras, 16), (3, 3, 8, 8))  # rays made from c2w and fovy at 8x8
     torch.testing.assert_close(from_c2w, expected, rtol=1e-4, atol=1e-4)
+    one_view = {key: value[:1] for key, value in _batch(cameras, 8).items()}
+    torch.testing.assert_close(source(one_view, (1, 3, 8, 8)), expected[:1], rtol=1e-4, atol=1e-4)  # batch 1
     latents = source(_batch(cameras, 8), (3, 4, 8, 8))  # a four-channel latent field: its own draw
     assert latents.shape == (3, 4, 8, 8) and latents.isfinite().all()
     empty = nerf.NerfNoiseField(lambda p: torch.full((p.shape[0], 1), math.nan), 1.0, 0.0, 1e10, strategy)

@@ -127,7 +127,9 @@ def main() -> int:
     started = time.perf_counter()
     for method, class_name, seed in jobs:
         try:
+            cpu = time.process_time()
             row, run = frontier.frontier_run(h, method, class_name, seed, max_steps)
+            row["cpu_seconds"] = round(time.process_time() - cpu, 1)  # one torch thread
             del run
         except Exception:
             report["failures"].append(
