@@ -117,7 +117,7 @@ def ray_samples(
         near = near.clamp_min(limits[0])
         far = torch.maximum(far.clamp_max(limits[1]), near)
     step = (far - near) / samples
-    offsets = torch.arange(samples, dtype=directions.dtype) + 0.5
+    offsets = torch.arange(samples, dtype=directions.dtype, device=directions.device) + 0.5
     distances = near[:, None] + offsets[None, :] * step[:, None]  # [P, N]
     return origins[:, None, :] + distances[..., None] * directions[:, None, :], step
 
