@@ -20,6 +20,10 @@
    the model, not fitted.
 5. The last row is hypothetical: official SDI with c halved (the issue's GPU target of ≤ 0.5× the
    released guidance step), divided by SDS at full c; it was not measured.
+6. The frontier rows (``benchmarks/frontier.py``, issue 19) put each strategy of the cost–outcome
+   frontier at SD scale with the evaluations per step it spent in the 3D lab (mean over its runs, read
+   from ``benchmarks/results/frontier.json``) and the same F and c. Consistent noise's extra pass of the
+   geometry's density (no gradient, at the latents' 64² rays) is not in F: the model leaves it out.
 
 Where ``benchmarks/results/cost-sd21-random.json`` exists (``cost.py --model sd21-random``), the measured
 SDI ÷ SDS of a guidance step at real size is set beside the ratio of evaluations that assumption 1
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 from common import RESULTS, markdown_table, spread
 
+from threestudio_sdi.experimental.lab3d.methods import FRONTIER_METHODS
 from threestudio_sdi.experimental.strategies.research_inversion import (
     adaptive_inversion_steps,
     research_timesteps,
@@ -124,6 +129,31 @@ def rows(model: dict[str, Any]) -> list[dict[str, Any]]:
     return table
 
 
+def frontier_rows(model: dict[str, Any], path: pathlib.Path) -> list[dict[str, Any]]:
+    """Assumption 6: each frontier strategy at its lab-measured evaluations per step (none without the file)."""
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    methods = [method for method in FRONTIER_METHODS if any(row["method"] == method for row in rows)]
+    fixed, per = model["fixed_minutes"], model["per_evaluation_minutes"]
+    sds = fixed + per
+    table = []
+    for method in methods:
+        counts = [row["evaluations_per_step"] for row in rows if row["method"] == method]
+        evaluations = sum(counts) / len(counts)
+        minutes = fixed + evaluations * per
+        table.append(
+            {
+                "strategy": method,
+                "runs": len(counts),
+                "evaluations_per_step": evaluations,
+                "minutes": minutes,
+                "ratio_to_sds": minutes / sds,
+            }
+        )
+    return table
+
+
 def measured_step(path: pathlib.Path) -> dict[str, Any] | None:
     """The real-size CPU measurement's SDI ÷ SDS per guidance step beside its ratio of evaluations."""
     if not path.is_file():
@@ -185,6 +215,31 @@ def markdown(report: dict[str, Any]) -> str:
         f"The paper's SDS run took {PAPER_SDS_MINUTES:.0f} min (DreamFusion config, other render settings): "
         f"its SDI ÷ SDS is {PAPER_SDI_MINUTES[10] / PAPER_SDS_MINUTES:.2f}; threestudio's README says 1.5×.",
     ]
+    frontier = report.get("frontier") or []
+    if frontier:
+        parts += [
+            "",
+            "## The frontier's strategies at SD scale (a model, assumption 6)",
+            "",
+            "Guided evaluations per step as each strategy spent them in the 3D lab's frontier "
+            "(`benchmarks/results/frontier.json`, mean over its runs; the annealed ones over the anneal), "
+            "priced with the F and c above for a 10 000-step run on the A6000. What each buys is in "
+            "`benchmarks/results/frontier.md`.",
+            "",
+            markdown_table(
+                ["strategy", "runs", "guided evals/step (lab)", "model minutes (A6000)", "÷ SDS (model)"],
+                [
+                    [
+                        r["strategy"],
+                        r["runs"],
+                        f"{r['evaluations_per_step']:.2f}",
+                        f"{r['minutes']:.0f}",
+                        f"{r['ratio_to_sds']:.2f}",
+                    ]  # fmt: skip
+                    for r in frontier
+                ],
+            ),
+        ]
     step = report.get("measured_step")
     if step is not None:
         parts += [
@@ -208,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model,
         "rows": rows(model),
         "measured_step": measured_step(RESULTS / "cost-sd21-random.json"),
+        "frontier": frontier_rows(model, RESULTS / "frontier.json"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cost-whole-run.json").write_text(json.dumps(report, indent=1))

@@ -8,11 +8,15 @@ threestudio's ``launch.py`` ``main()`` on it (:func:`threestudio_sdi.testing.cpu
 
 from __future__ import annotations
 
+import os
 import pathlib
+import sys
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from threestudio_sdi.testing.cpu_harness import import_threestudio, load_launch, patches, prepare_workdir
 from threestudio_sdi.testing.cpu_harness.configs import (  # noqa: F401 (the layers the scenarios use)
     CPU,
     CPU_RESET,
@@ -75,3 +79,39 @@ class Harness:
         self, config: pathlib.Path, mode: str = "train", *overrides: str, keep_error: bool = False
     ) -> LaunchRun:
         return launch_on_cpu(self.launch, str(config), mode, overrides, keep_error=keep_error)
+
+
+@dataclass
+class Opened:
+    """A :class:`Harness` ready to launch runs, and what opening it did."""
+
+    harness: Harness
+    patched: list[str]
+    builtin_modules: int
+
+
+def open_harness(root: pathlib.Path, workdir: pathlib.Path) -> Opened:
+    """In a fresh working directory (threestudio's tree is never written to): link this repository as
+    ``custom/threestudio-sdi`` and the checkout's ``load``, import the real threestudio with the CPU
+    stand-ins and patches, load our extension with launch.py's own ``load_custom_modules()``, and build
+    the tiny offline Stable Diffusion the prompt processor reads."""
+    root, workdir = root.resolve(), workdir.resolve()
+    prepare_workdir(workdir, root)
+    os.chdir(workdir)
+    warnings.filterwarnings("ignore")
+    threestudio = import_threestudio(root)
+    patched = patches.apply()
+    import torch
+
+    # The models are tiny: on a shared 2-core machine extra intra-op threads only add OpenMP barriers
+    # (the tiny UNet runs ~30x slower with them, as tests/conftest.py notes).
+    torch.set_num_threads(1)
+    builtin_modules = len(threestudio.__modules__)
+    launch = load_launch(root)
+    launch.load_custom_modules()  # threestudio's own loader: executes custom/threestudio-sdi/__init__.py
+    if "threestudio-sdi" not in sys.modules:
+        raise RuntimeError("launch.load_custom_modules() did not load custom/threestudio-sdi")
+    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
+
+    harness = Harness(root, workdir, threestudio, launch, tiny_stable_diffusion(workdir / "tiny-sd"))
+    return Opened(harness, patched, builtin_modules)

@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
 import traceback
-import warnings
 
 sys.dont_write_bytecode = True  # never write __pycache__ into the threestudio checkout
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from threestudio_sdi.testing.cpu_harness import import_threestudio, load_launch, patches, prepare_workdir  # noqa: E402
+from harness import open_harness  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -84,24 +82,8 @@ def main() -> int:
     parser.add_argument("--report", type=pathlib.Path, default=None)
     parser.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     args = parser.parse_args()
-    root = args.threestudio_root.resolve()
-    workdir = args.workdir.resolve()
-    prepare_workdir(workdir, root)
-    os.chdir(workdir)
-    warnings.filterwarnings("ignore")
-
-    threestudio = import_threestudio(root)
-    patched = patches.apply()
-    import torch
-
-    # The models are tiny: on a shared 2-core machine extra intra-op threads only add OpenMP barriers
-    # (the tiny UNet runs ~30x slower with them, as tests/conftest.py notes).
-    torch.set_num_threads(1)
-    builtin_count = len(threestudio.__modules__)
-    launch = load_launch(root)
-    launch.load_custom_modules()  # threestudio's own loader: executes custom/threestudio-sdi/__init__.py
-    if "threestudio-sdi" not in sys.modules:
-        raise RuntimeError("launch.load_custom_modules() did not load custom/threestudio-sdi")
+    opened = open_harness(args.threestudio_root, args.workdir)
+    h = opened.harness
 
     import ab_configs
     import builtin_sdi
@@ -109,14 +91,10 @@ def main() -> int:
     import known_answer
     import mixing
     import scenarios
-    from harness import Harness
     from threestudio.utils.config import load_config
 
-    from threestudio_sdi.testing.tiny_sd import tiny_stable_diffusion
-
-    report: dict = registry(threestudio, builtin_count, patched)
-    report["builtin_configs"] = check_builtin_configs(threestudio, load_config)
-    h = Harness(root, workdir, threestudio, launch, tiny_stable_diffusion(workdir / "tiny-sd"))
+    report: dict = registry(h.threestudio, opened.builtin_modules, opened.patched)
+    report["builtin_configs"] = check_builtin_configs(h.threestudio, load_config)
     runs = {
         **scenarios.SCENARIOS,
         "builtin_sdi": builtin_sdi.compare,

@@ -19,7 +19,14 @@ Classes (the shape family, shared by the class's variants) and what a variant ch
 * ``crate``: cube of half-size 0.45 with recessed face panels (depth 0.06) — the panel margin, and a checker
   of cell size a (random offset) on each face.
 
-Each variant draws its own palette: a bright colour of hue u and a dark colour of the opposite hue,
+* ``orb`` (the **equal-mean class**, not in the default :data:`CLASS_NAMES`): a plain sphere of radius 0.6
+  whose variants share one palette and cover half its surface with each colour, so that they have the
+  same mean colour over the surface and differ only in structure — variant v is pattern v of
+  :data:`ORB_PATTERNS` (latitude bands of equal area, longitude sectors, their checker, a spiral), its
+  count drawn. On the shared colour form of consistent noise, whose mechanism runs through the
+  variants' mean colours, this class is the control (``docs/lab3d.md``).
+
+Each variant of the other classes draws its own palette: a bright colour of hue u and a dark colour of the opposite hue,
 the hues of a class's variants a golden-ratio turn apart (so variants differ in colour as well as
 pattern, :func:`_palette`), and its
 discrete parameters without replacement from the class's option lists (so two variants never share
@@ -141,7 +148,51 @@ def _crate(x: Tensor, y: Tensor, z: Tensor, draws: VariantDraws) -> ShapeAndText
     return distance, texture, f"panel margin {margin}, checker cell {cell}"
 
 
-BUILDERS: dict[str, Callable[..., ShapeAndTexture]] = {"ball": _ball, "tower": _tower, "crate": _crate}
+ORB_PATTERNS = ("bands", "sectors", "checker", "spiral")
+"""The structure of each variant of the equal-mean class ``orb``, by variant index."""
+
+
+def _orb(x: Tensor, y: Tensor, z: Tensor, draws: VariantDraws) -> ShapeAndTexture:
+    """A sphere of radius 0.6, half of its surface in each colour; the variant chooses the structure.
+
+    Area on a sphere is uniform in z (Archimedes), so m latitude bands of equal height in z have equal
+    area; k longitude sectors of equal angle too; an even m and k give each colour half the surface.
+    """
+    pattern = ORB_PATTERNS[draws.variant % len(ORB_PATTERNS)]
+    count = draws.distinct("count", (4, 6, 8))
+    radius = (x * x + y * y + z * z).sqrt()
+    azimuth = torch.atan2(y, x)
+    height = (z / radius.clamp_min(1e-9)).clamp(-1, 1)  # z on the unit sphere, uniform in area
+    band = torch.floor((height + 1) / 2 * count)
+    sector = torch.floor((azimuth + math.pi) / (2 * math.pi) * (count + 2))
+    index = {
+        "bands": band,
+        "sectors": sector,
+        "checker": torch.floor((height + 1) / 2 * 4) + sector,
+        "spiral": torch.floor((azimuth + math.pi) / (2 * math.pi) * count + 2 * height),
+    }[pattern]
+    texture = torch.remainder(index, 2)
+    return radius - 0.6, texture, f"{pattern}, {count}"
+
+
+def _shared_palette(draws: VariantDraws) -> Tensor:
+    """[2, 3]: one bright and one dark colour of opposite hues for every variant of the class."""
+    hue = draws.class_uniform("hue")
+    bright = colorsys.hsv_to_rgb(hue, 0.75, 0.9)
+    dark = colorsys.hsv_to_rgb((hue + 0.5) % 1.0, 0.7, 0.3)
+    return torch.tensor([bright, dark], dtype=torch.float64)
+
+
+BUILDERS: dict[str, Callable[..., ShapeAndTexture]] = {
+    "ball": _ball,
+    "tower": _tower,
+    "crate": _crate,
+    "orb": _orb,
+}
+EQUAL_MEAN_CLASS = "orb"
+"""The class whose variants share one mean colour (module docstring)."""
+PALETTES: dict[str, Callable[[VariantDraws], Tensor]] = {EQUAL_MEAN_CLASS: _shared_palette}
+"""Classes whose palette is not :func:`_palette` (one per variant)."""
 
 
 def _palette(draws: VariantDraws) -> Tensor:
@@ -206,7 +257,7 @@ def make_assets(
         for variant in range(variants):
             draws = VariantDraws(seed, name, variant)
             distance, texture, description = BUILDERS[name](x, y, z, draws)
-            palette = _palette(draws)
+            palette = PALETTES.get(name, _palette)(draws)
             densities.append(MAX_DENSITY * (0.5 - distance / voxel).clamp(0, 1))
             colours.append(palette[texture.long()].permute(3, 0, 1, 2))
             classes.append(class_index)

@@ -135,13 +135,15 @@ def camera_rays(cameras: Cameras, image_size: int) -> tuple[Tensor, Tensor]:
     dtype = c2w.dtype
     fovy = cameras.fovy if cameras.fovy is not None else torch.full_like(cameras.elevation, 55.0)
     focal = 0.5 * image_size / torch.tan(0.5 * torch.deg2rad(fovy.to(dtype)))  # [B]
-    centres = torch.arange(image_size, dtype=dtype) + 0.5 - image_size / 2
+    centres = torch.arange(image_size, dtype=dtype, device=c2w.device) + 0.5 - image_size / 2
     rows, columns = torch.meshgrid(centres, centres, indexing="ij")
     camera_directions = torch.stack(
         [
             columns[None] / focal[:, None, None],
             -rows[None] / focal[:, None, None],
-            -torch.ones(1, image_size, image_size, dtype=dtype).expand(focal.shape[0], -1, -1),
+            -torch.ones(1, image_size, image_size, dtype=dtype, device=c2w.device).expand(
+                focal.shape[0], -1, -1
+            ),
         ],
         dim=-1,
     )  # [B, H, W, 3]

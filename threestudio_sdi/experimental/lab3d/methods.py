@@ -30,6 +30,14 @@ config and the :class:`RunContext` and returns the run's config (:meth:`Method.r
   per channel for the whole run, β = 0.02 and 0.1 (a mode choice every view shares);
 * ``ode-target``: κ from inversion with n = 3, target = 6-point DDIM solve of the PF-ODE from x_{t′} to 0;
 * ``consistent-flow``: consistent noise + the 6-point ODE target.
+
+**Frontier methods** (issue 19; ``benchmarks/frontier.py``):
+
+* ``consistent-surface``: the field sampled at each ray's expected termination point instead of
+  integrated along it; ``consistent-shared-surface-10`` the same with the colour form, β = 0.1;
+* ``consistent-lowfreq-10``: the low-frequency shared component, β = 0.1 on L³ = 2³ cells of the asset
+  (the form argued for a latent prior, whose modes need not differ in mean colour);
+* ``sdi-paper-n1`` … ``-n5``: ``sdi-paper`` with n = 1, 2, 3, 5 inversion steps.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from ...score_distillation import GuidanceConfig
 from ...strategies import InversionConfig, NoiseStrategy
 from ...timesteps import annealed_timestep, random_timestep
 from ..strategies import ConsistentNoise, NewtonKrylovNoise, OdeTarget, SafeguardedAndersonNoise
-from .noise_field import AssetNoise, draw_noise_field
+from .noise_field import AssetNoise, field_of
 from .run_context import RunContext
 
 TIMESTEP_POLICIES = ("annealed", "random")
@@ -85,12 +93,16 @@ class Method:
 
 def with_noise_field(strategy: NoiseStrategy, run: RunContext) -> NoiseStrategy:
     """``strategy`` with every ``consistent-noise`` in it (itself, or an ODE target's κ) given the run's
-    field: a fresh 64³ field from the run's seed, rendered through the run's current asset."""
+    field: a fresh field from the run's seed as the strategy describes it (64³ by default), rendered
+    through the run's current asset."""
     if isinstance(strategy, OdeTarget):
         return replace(strategy, noise=with_noise_field(strategy.noise, run))
     if isinstance(strategy, ConsistentNoise):
-        field = AssetNoise(draw_noise_field(run.seed), run.density, run.render_settings)
-        return replace(strategy, field=field, seed=run.seed)
+        strategy = replace(strategy, seed=run.seed)
+        field = AssetNoise(
+            field_of(strategy, CHANNELS), run.density, run.render_settings, strategy.attachment
+        )
+        return replace(strategy, field=field)
     return strategy
 
 
@@ -106,6 +118,12 @@ PARTIAL_CONSISTENCIES = (0.5, 0.8)
 """ρ of the partly consistent noise methods."""
 SHARED_SHARES = (0.02, 0.1)
 """β of the consistent noise methods with a shared per-channel component."""
+CHANNELS = 3
+"""The lab's prior is over RGB images: the field has one value per colour channel."""
+FRONTIER_INVERSION_STEPS = (1, 2, 3, 5)
+"""n of the ``sdi-paper-n<n>`` methods (``sdi-paper`` is n = 10): SDI at fewer evaluations per step."""
+LOW_FREQUENCY_SCALE = 2
+"""L of ``consistent-lowfreq-10``: the shared component is one value per channel on each of L³ cells."""
 
 RESEARCH_METHODS: dict[str, Method] = {
     "newton-krylov": Method(GuidanceConfig(noise=NewtonKrylovNoise(), inversion=CHEAP_INVERSION), "annealed"),
@@ -124,6 +142,24 @@ RESEARCH_METHODS: dict[str, Method] = {
             GuidanceConfig(noise=ConsistentNoise(shared=beta)), "annealed", bind_noise_field
         )
         for beta in SHARED_SHARES
+    },
+    "consistent-surface": Method(
+        GuidanceConfig(noise=ConsistentNoise(attachment="surface")), "annealed", bind_noise_field
+    ),
+    "consistent-shared-surface-10": Method(
+        GuidanceConfig(noise=ConsistentNoise(shared=0.1, attachment="surface")), "annealed", bind_noise_field
+    ),
+    "consistent-lowfreq-10": Method(
+        GuidanceConfig(noise=ConsistentNoise(shared=0.1, shared_scale=LOW_FREQUENCY_SCALE)),
+        "annealed",
+        bind_noise_field,
+    ),
+    **{
+        f"sdi-paper-n{n}": Method(
+            GuidanceConfig(preset="paper", noise="inversion", inversion=InversionConfig(n_steps=n)),
+            "annealed",
+        )
+        for n in FRONTIER_INVERSION_STEPS
     },
     "ode-target": Method(
         GuidanceConfig(noise=OdeTarget("inversion", steps=ODE_STEPS), inversion=CHEAP_INVERSION), "annealed"
@@ -146,6 +182,20 @@ METHODS: dict[str, Method] = {
 
 ALL_METHODS: dict[str, Method] = {**METHODS, **RESEARCH_METHODS}
 """Every method by name (:data:`METHODS` and the research candidates)."""
+
+FRONTIER_METHODS = (
+    "sds",
+    "sds-cfg100",
+    *(f"sdi-paper-n{n}" for n in FRONTIER_INVERSION_STEPS),
+    "sdi-paper",
+    "ism",
+    "consistent-noise",
+    "consistent-surface",
+    "consistent-shared-10",
+    "consistent-shared-surface-10",
+    "consistent-lowfreq-10",
+)
+"""The strategies of the cost–outcome frontier (``benchmarks/frontier.py``, in the lab and in threestudio)."""
 
 
 def get_method(name: str) -> Method:

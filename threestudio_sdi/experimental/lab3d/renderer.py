@@ -106,12 +106,18 @@ def ray_box_interval(origins: Tensor, directions: Tensor) -> tuple[Tensor, Tenso
     return near, torch.maximum(far, near)
 
 
-def ray_samples(origins: Tensor, directions: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+def ray_samples(
+    origins: Tensor, directions: Tensor, samples: int, limits: tuple[float, float] | None = None
+) -> tuple[Tensor, Tensor]:
     """The N midpoint samples [P, N, 3] of rays o + s·d ([P, 3] each) on their chord through the box,
-    and each ray's spacing Δ [P]."""
+    and each ray's spacing Δ [P]; ``limits`` (s_min, s_max) cut the chord further (a renderer's near
+    and far planes)."""
     near, far = ray_box_interval(origins, directions)
+    if limits is not None:
+        near = near.clamp_min(limits[0])
+        far = torch.maximum(far.clamp_max(limits[1]), near)
     step = (far - near) / samples
-    offsets = torch.arange(samples, dtype=directions.dtype) + 0.5
+    offsets = torch.arange(samples, dtype=directions.dtype, device=directions.device) + 0.5
     distances = near[:, None] + offsets[None, :] * step[:, None]  # [P, N]
     return origins[:, None, :] + distances[..., None] * directions[:, None, :], step
 

@@ -16,11 +16,26 @@ or the host's render of its field in ``StepContext.noise_field`` (``uses_noise_f
 fixed N(0, I) image seeded by ``seed``, the same for every view and step: DDIM's fixed x_T in 2D, where
 the image is the parameter. No guided evaluation is spent; t′ = t + δ as the preset draws it.
 
-**Shared component** β = ``shared`` ∈ [0, 1]: κ_field ← sqrt(1 − β)·κ_field + sqrt(β)·g, with g one N(0, 1)
-value per channel, the same at every pixel of every view and step of the run (seeded by ``seed`` +
-:data:`SHARED_STREAM_OFFSET`). Each pixel stays N(0, 1); what g adds is a direction every view shares:
-its inner product with a mode's render is about the mode's mean colour · g in every view, so the
-views' posteriors lean to the same mode (the one whose colours g favours), chosen by the seed.
+**How the host renders the field** (options the host reads; the core only carries them): ``attachment``
+``integrated`` (the field integrated along each ray with the render's weights, like colour) or
+``surface`` (sampled at the ray's expected termination point), on a ``field_resolution``³ lattice
+(:mod:`threestudio_sdi.experimental.lab3d.noise_field` has the math and its whitening).
+
+**Shared component** β = ``shared`` ∈ [0, 1], in one of two forms (``shared_scale``):
+
+* ``shared_scale = 0``, the **colour form**: κ_field ← sqrt(1 − β)·κ_field + sqrt(β)·g, with g one N(0, 1)
+  value per channel (RGB for a pixel prior, latent channel for Stable Diffusion), the same at every
+  pixel of every view and step of the run (seeded by ``seed`` + :data:`SHARED_STREAM_OFFSET`). Each
+  pixel stays N(0, 1); what g adds is a direction every view shares: its inner product with a mode's
+  render is about the mode's mean colour · g in every view, so the views' posteriors lean to the same
+  mode (the one whose mean colour g favours), chosen by the seed. It assumes the modes differ in mean
+  colour (in the mean of a latent channel).
+* ``shared_scale = L ≥ 1``, the **low-frequency form**: the field itself carries a coarse part, one
+  N(0, 1) value per channel on each of L³ cells of the asset's box, with share β; the host renders it
+  with the field (so κ arrives whitened and this strategy adds nothing). Views that see one region of
+  the asset share its cell's value, so they lean to the mode whose colours over that region it favours.
+  It assumes the modes differ in their mean colour over regions of size 2/L, consistently across the
+  views that see the region. L = 1 is the colour form attached to the asset (background excluded).
 
 **Partial consistency** ρ = ``consistency`` ∈ [0, 1]: κ = sqrt(ρ)·field + sqrt(1 − ρ)·n with n ~ N(0, I)
 fresh every step from the step's generator — still N(0, I) per pixel; ρ = 1 is the field alone (no
@@ -36,13 +51,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ...errors import check_int, check_range, check_same_shape
+from ...errors import check_choice, check_int, check_range, check_same_shape
 from ...noise import randn_like
 from ...strategies.base import NoiseEstimate, StepContext, register_strategy
 from ...strategies.inversion import overshoot_timestep
 
 SHARED_STREAM_OFFSET = 3 * 2**32
 """The shared component's generator is seeded with seed + this (the fixed image uses seed itself)."""
+ATTACHMENTS = ("integrated", "surface")
+"""How the host renders the field into a view (module docstring)."""
 
 
 def shared_values(seed: int, channels: int) -> Tensor:
@@ -65,7 +82,11 @@ class ConsistentNoise:
             fixed N(0, I) image for every view.
         seed: the seed of that image (unused with a field) and of the shared component.
         consistency: ρ, the share of κ's variance that comes from the field (module docstring).
-        shared: β, the share of the field's variance in one value per channel shared by every pixel.
+        shared: β, the share of the field's variance in the shared component.
+        shared_scale: 0 = the colour form (one value per channel at every pixel); L ≥ 1 = the
+            low-frequency form (one value per channel on each of L³ cells of the asset, in the field).
+        attachment: how the host renders the field: ``integrated`` along each ray, or at the ``surface``.
+        field_resolution: the side of the field's lattice, in voxels across the asset's box.
     """
 
     uses_noise_field = True
@@ -73,11 +94,17 @@ class ConsistentNoise:
     seed: int = 0
     consistency: float = 1.0
     shared: float = 0.0
+    shared_scale: int = 0
+    attachment: str = "integrated"
+    field_resolution: int = 64
 
     def __post_init__(self) -> None:
         check_int("consistent_noise.seed", self.seed, low=0)
         check_range("consistent_noise.consistency", self.consistency, 0.0, 1.0)
         check_range("consistent_noise.shared", self.shared, 0.0, 1.0)
+        check_int("consistent_noise.shared_scale", self.shared_scale, low=0)
+        check_choice("consistent_noise.attachment", self.attachment, ATTACHMENTS)
+        check_int("consistent_noise.field_resolution", self.field_resolution, low=2)
 
     def shared_component(self, step: StepContext) -> Tensor:
         """g (:func:`shared_values` of ``seed``) broadcast to z0's shape."""
@@ -96,11 +123,16 @@ class ConsistentNoise:
             kappa = self.field(step)
         elif step.noise_field is not None:
             kappa = step.noise_field
+        elif self.shared_scale and self.shared:
+            raise ValueError(
+                f"consistent_noise.shared_scale={self.shared_scale} puts the shared component on the asset, "
+                "but this step has no noise field on an asset (set shared_scale=0 for one value per channel)"
+            )
         else:
             kappa = self.fixed_image(step)
         check_same_shape("consistent noise", kappa, step.z0, "z0")
         kappa = kappa.detach().to(step.z0)
-        if self.shared > 0:
+        if self.shared > 0 and self.shared_scale == 0:
             shared = self.shared_component(step).to(step.z0)
             kappa = math.sqrt(1 - self.shared) * kappa + math.sqrt(self.shared) * shared
         if self.consistency < 1:
