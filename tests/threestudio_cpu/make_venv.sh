@@ -21,7 +21,7 @@ python3 -m venv "$VENV"
 PIP=("$VENV/bin/pip" install -q -c "$CONSTRAINTS")
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" diffusers==0.19.3 transformers==4.28.1 'huggingface_hub<0.26' safetensors accelerate \
-  omegaconf==2.3.0 numpy tqdm matplotlib scikit-learn pytest hypothesis
+  omegaconf==2.3.0 numpy tqdm matplotlib scikit-learn pytest hypothesis gsplat==1.5.3
 # sdi-bench's tests (the `bench` extra) under the same pins: Lightning as threestudio pins it
 "${PIP[@]}" 'setuptools>=77,<81' pytorch_lightning==2.0.0 torchmetrics submitit pyyaml pillow
 if [[ "$MODE" == "--full" ]]; then
