@@ -92,3 +92,14 @@ def test_sds_gs_is_threestudio_3dgs_own_config_but_for_the_model():
         config.system.guidance.pretrained_model_name_or_path = "model"
         config.system.prompt_processor.pretrained_model_name_or_path = "model"
     assert OmegaConf.to_container(ours, resolve=False) == OmegaConf.to_container(theirs, resolve=False)
+
+
+def test_sdi_bench_has_both_as_built_in_methods():
+    from sdi_bench.methods import BUILTIN_METHODS, select_methods
+    from sdi_bench.plan import build_plan
+    from sdi_bench.suites import load_suite
+
+    methods = select_methods("sdi-gs,sds-gs", BUILTIN_METHODS)
+    assert [method.config for method in methods] == [CONFIGS / "sdi-gs.yaml", CONFIGS / "sds-gs.yaml"]
+    plan = build_plan(load_suite("paper43"), methods, (0, 1))
+    assert len(plan.runs) == 43 * 2 * 2 and {run.method for run in plan.runs} == {"sdi-gs", "sds-gs"}
