@@ -272,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--methods: {unknown} not in {sorted(CONFIGS)}")
     info = machine()
+    if not info["cuda"] and args.cpu_harness is None:
+        print("gaussians_gpu.py: torch sees no CUDA device; nothing was measured or written", file=sys.stderr)
+        print("(--cpu-harness tests/threestudio_3dgs_cpu exercises the script on a CPU)", file=sys.stderr)
+        return 2
     report: dict[str, Any] = {
         "command": " ".join(["python", *(argv if argv is not None else sys.argv)]),
         "machine": info,

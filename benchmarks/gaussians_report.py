@@ -21,7 +21,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from common import RESULTS, markdown_table, pm
+from common import RESULTS, markdown_table, mean_std, pm
 
 DENSIFICATION = RESULTS / "gaussians-densification.json"
 KNOWN_ANSWER = RESULTS / "gaussians-known-answer.json"
@@ -32,6 +32,12 @@ LAB_PSNR = 34.8
 """The 3D lab's voxel grid, the same prior, 1 variant (docs/lab3d.md)."""
 RECOVERED_DB = 30.0
 """A run recovered a true variant when its PSNR to the nearest one reaches this (the lab's rule)."""
+
+
+def counts(values: list[float]) -> str:
+    """'mean ± std' of counts, as whole numbers (just the value for one run)."""
+    mean, std = mean_std(values)
+    return f"{mean:,.0f}" if len(values) == 1 else f"{mean:,.0f} ± {std:,.0f}"
 
 
 def load(path) -> dict[str, Any]:
@@ -51,15 +57,15 @@ def densification_table(data: dict[str, Any]) -> str:
         groups[loss_label(row)].append(row)
     lines = []
     for label, rows in sorted(groups.items()):
-        counts = [row["densification"] for row in rows]
+        found = [row["densification"] for row in rows]
         lines.append(
             [
                 label,
                 len(rows),
                 ", ".join(f"{row['setting']['class']}/{row['setting']['seed']}" for row in rows),
-                pm([c["added"] for c in counts]),
-                pm([c["pruned"] for c in counts]),
-                pm([c["final_points"] for c in counts]),
+                counts([c["added"] for c in found]),
+                counts([c["pruned"] for c in found]),
+                counts([c["final_points"] for c in found]),
                 pm([row["final"].get("psnr_nearest", float("nan")) for row in rows]),
             ]
         )
@@ -110,7 +116,7 @@ def variants_table(data: dict[str, Any]) -> str:
                 sum(f.get("psnr_nearest", 0) >= RECOVERED_DB for f in finals),
                 sum(bool(f.get("diverged")) for f in finals),
                 pm(evaluations),
-                pm([row["densification"]["added"] for row in rows]),
+                counts([row["densification"]["added"] for row in rows]),
             ]
         )
     header = [

@@ -49,8 +49,11 @@ from harness import steps  # noqa: E402
 from harness3dgs import SDI_GS_YAML, SIZE, GaussianHarness  # noqa: E402
 
 INITIAL_POINTS = 512
-MAX_POINTS = 2048
-"""threestudio-3dgs's ``max_num`` here: past it, it prunes at random back to it (keeps CPU runs bounded)."""
+MAX_POINTS = 100_000
+"""threestudio-3dgs's ``max_num`` here: past it, it prunes at random back to it. Only a guard: at
+sdi-gs.yaml's loss scale 100 steps stay far below it. (A tight cap prunes about half the Gaussians at
+random at every densification and spoils the asset: capped at 2 048, 200 steps gave the ball 18.9 dB;
+uncapped, 100 steps gave 19.8.)"""
 EVAL_VIEWS = 8
 CONFIG_STEPS = 5000
 """trainer.max_steps of sdi-gs.yaml, the length its step-based settings are written for."""
@@ -232,7 +235,23 @@ def render_turntable(g: GaussianHarness, renderer: Any, cameras: Any) -> tuple[A
     return torch.stack(rgbs).double() * 2 - 1, torch.stack(opacities).double()
 
 
-def scored(g: GaussianHarness, renderer: Any, prior: Any, class_index: int) -> dict[str, Any]:
+def save_figure(path: pathlib.Path, truth: Any, rgb: Any, scale: int = 4) -> None:
+    """A PNG: the nearest true variant's held-out views (top) over the run's renders (bottom)."""
+    import numpy as np
+    from PIL import Image
+
+    rows = [torch_row.clamp(-1, 1).add(1).div(2) for torch_row in (truth, rgb)]  # [V, 3, H, W] in [0, 1]
+    grid = np.concatenate(
+        [np.concatenate(list(row.permute(0, 2, 3, 1).cpu().numpy()), axis=1) for row in rows], axis=0
+    )
+    image = Image.fromarray((grid * 255).round().astype(np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
+
+
+def scored(
+    g: GaussianHarness, renderer: Any, prior: Any, class_index: int, figure: pathlib.Path | None = None
+) -> dict[str, Any]:
     from threestudio_sdi.experimental.lab3d import CameraRanges, render, turntable_cameras
     from threestudio_sdi.experimental.lab3d.metrics import measure
 
@@ -247,6 +266,8 @@ def scored(g: GaussianHarness, renderer: Any, prior: Any, class_index: int) -> d
     row.update(measure(rgb, opacity, truth.rgb[members], truth.opacity[members]).as_dict())
     row.pop("psnr_view_target", None)
     row["diverged"] = row["silhouette_iou"] < DIVERGED_IOU or math.isnan(row["psnr_nearest"])
+    if figure is not None:
+        save_figure(figure, truth.rgb[members][row["nearest_variant"]], rgb)
     return row
 
 
@@ -269,8 +290,9 @@ KEYS = ("class", "variants_per_class", "method", "seed", "steps", "initial_point
 """What names one run (a report row's ``setting``; rows already in the report are skipped)."""
 
 
-def run_one(g: GaussianHarness, spec: dict[str, Any]) -> dict[str, Any]:
-    """One run of ``spec`` (:data:`KEYS`; ``sdi_loss`` = [reduction, lambda] or None for sdi-gs.yaml's)."""
+def run_one(g: GaussianHarness, spec: dict[str, Any], figures: pathlib.Path | None = None) -> dict[str, Any]:
+    """One run of ``spec`` (:data:`KEYS`; ``sdi_loss`` = [reduction, lambda] or None for sdi-gs.yaml's);
+    with ``figures``, its held-out views under the truth's are saved there as ``<run name>.png``."""
     import sds_formula
 
     sds_formula.register(g.h.threestudio)
@@ -293,7 +315,8 @@ def run_one(g: GaussianHarness, spec: dict[str, Any]) -> dict[str, Any]:
     system = run.system
     prior = system.guidance.model if method != "sds-threestudio" else system.guidance.backbone.model
     class_index = prior.prompt_condition(class_name)
-    final = scored(g, system.renderer, prior, class_index)
+    figure = None if figures is None else figures / f"{name}.png"
+    final = scored(g, system.renderer, prior, class_index, figure)
     final_points = int(system.geometry.get_xyz.shape[0])
     load_gaussians(g, system.geometry, run.initial)
     logged = [step["logged"] for step in run.steps]
@@ -316,6 +339,7 @@ def run_one(g: GaussianHarness, spec: dict[str, Any]) -> dict[str, Any]:
         "model_evaluations": None if None in evaluations else int(sum(evaluations)),
         "timesteps": [entry.get("train/timestep") for entry in logged][::every],
         "seconds": round(seconds, 1),
+        "figure": None if figure is None else figure.name,
     }
 
 
@@ -338,9 +362,12 @@ def main() -> int:
     parser.add_argument("--variants", default="1,3")
     parser.add_argument("--methods", default="sdi,sds,consistent")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--initial-points", type=int, default=INITIAL_POINTS)
     parser.add_argument("--max-points", type=int, default=MAX_POINTS)
+    parser.add_argument(
+        "--figures", type=pathlib.Path, default=None, help="folder for each run's held-out views"
+    )
     parser.add_argument(
         "--sdi-loss",
         default="",
@@ -353,6 +380,7 @@ def main() -> int:
 
     warnings.filterwarnings("ignore")
     report_path = args.report.resolve()
+    figures = None if args.figures is None else args.figures.resolve()  # before start() changes directory
     g = harness3dgs.start(args.threestudio_root, args.threestudio_3dgs_root, args.workdir)
     report = json.loads(report_path.read_text()) if report_path.is_file() else {"runs": []}
     commands = report.setdefault("commands", [])
@@ -385,7 +413,7 @@ def main() -> int:
         if json.dumps([spec[key] for key in KEYS]) in done:
             continue
         print(f"[{index + 1}/{len(plan)}] {json.dumps(spec)}", flush=True)
-        row = run_one(g, spec)
+        row = run_one(g, spec, figures)
         report["runs"].append(row)
         report_path.write_text(json.dumps(report, indent=1, default=str))
         final, counts = row["final"], row["densification"]

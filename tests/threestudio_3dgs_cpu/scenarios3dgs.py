@@ -15,7 +15,8 @@ Each returns a JSON-able report that tests/test_gaussians_threestudio.py checks:
 * :func:`noise_field` — ``noise: consistent-noise`` on the Gaussians through densification and pruning,
   its state in the checkpoint and a resume with it;
 * :func:`test_again`, :func:`export` — ``--test`` and ``--export`` (``gaussian-mesh-exporter``) from the
-  checkpoint of :func:`resume`.
+  checkpoint of :func:`resume`;
+* :func:`known_answer` — the exact prior's ball recovered through threestudio-3dgs (:mod:`known_answer_gs`).
 """
 
 from __future__ import annotations
@@ -334,6 +335,24 @@ def export(g: GaussianHarness) -> dict[str, Any]:
     return {"as_is": as_is, "with_the_missing_import": fixed}
 
 
+def known_answer(g: GaussianHarness) -> dict[str, Any]:
+    """The exact prior's ball (one variant) distilled by sdi-gs.yaml's SDI into threestudio-3dgs's
+    Gaussians for 100 steps, scored on held-out views (:mod:`known_answer_gs`, seed 0)."""
+    import known_answer_gs
+
+    spec = {
+        "class": "ball",
+        "variants_per_class": 1,
+        "method": "sdi",
+        "seed": 0,
+        "steps": 100,
+        "initial_points": known_answer_gs.INITIAL_POINTS,
+        "max_points": known_answer_gs.MAX_POINTS,
+        "sdi_loss": None,
+    }
+    return known_answer_gs.run_one(g, spec)
+
+
 SCENARIOS = {
     "conventions": conventions,
     "smoke": smoke,
@@ -345,5 +364,6 @@ SCENARIOS = {
     "noise_field": noise_field,
     "test_again": test_again,
     "export": export,
+    "known_answer": known_answer,
 }
 """In order: ``test_again`` and ``export`` use the checkpoints of ``resume``."""
