@@ -46,7 +46,8 @@ setup(
     extras_require={
         "diffusers": DIFFUSERS,
         "bench": BENCH,
-        "test": [*DIFFUSERS, *BENCH, "pytest", "hypothesis", "omegaconf", "ruff"],
+        # gsplat's pure-torch projection is the independent reference of the threestudio-3dgs CPU harness
+        "test": [*DIFFUSERS, *BENCH, "pytest", "hypothesis", "omegaconf", "ruff", "gsplat==1.5.3"],
     },
     entry_points={
         "console_scripts": [

@@ -90,6 +90,16 @@ BUILTIN_METHODS: dict[str, Method] = {
             minutes_source="estimate: the SDI row's UNet budget (2 views x 5k steps)",
             description="SDI (ours), two cameras per step at half the steps: the same UNet budget",
         ),
+        Method(
+            "sdi-gs",
+            CONFIG_DIR / "sdi-gs.yaml",
+            description="SDI (ours) on 3D Gaussians: threestudio-3dgs, batch 4, 5k steps (needs threestudio-3dgs)",
+        ),
+        Method(
+            "sds-gs",
+            CONFIG_DIR / "sds-gs.yaml",
+            description="threestudio-3dgs's own SDS config (SD 2.1-base mirror): sdi-gs's geometry and budget",
+        ),
     )
 }
 NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

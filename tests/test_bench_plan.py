@@ -56,7 +56,7 @@ def test_slugs_are_safe_and_unique_over_the_suite():
 
 
 def test_builtin_methods_point_to_our_configs():
-    assert list(BUILTIN_METHODS) == ["sdi", "sdi-official", "sds", "vsd", "sdi-2view"]
+    assert list(BUILTIN_METHODS) == ["sdi", "sdi-official", "sds", "vsd", "sdi-2view", "sdi-gs", "sds-gs"]
     for method in BUILTIN_METHODS.values():
         assert method.config.parent == CONFIG_DIR and method.config.is_file(), method.name
     two_view = yaml.safe_load(BUILTIN_METHODS["sdi-2view"].config.read_text())

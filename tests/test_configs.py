@@ -17,7 +17,9 @@ from threestudio_standin.activate import standin_threestudio
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 ALL = sorted(path.name for path in CONFIGS.glob("*.yaml"))
-SDI = [name for name in ALL if name.startswith("sdi")]
+GAUSSIANS = ["sdi-gs.yaml", "sds-gs.yaml"]
+"""threestudio-3dgs's system and geometry: checked by tests/test_gaussians_configs.py."""
+SDI = [name for name in ALL if name.startswith("sdi") and name not in GAUSSIANS]
 KNOWN_LAMBDAS = {
     "lambda_sdi",
     "lambda_orient",
@@ -47,12 +49,21 @@ def field_names(config_class) -> set[str]:
     return {field.name for field in dataclasses.fields(config_class)}
 
 
-STEPS = {"sdi-2view.yaml": 5000}
+STEPS = {"sdi-2view.yaml": 5000, "sdi-gs.yaml": 5000, "sds-gs.yaml": 5000}
 """trainer.max_steps of each config (default 10 000): sdi-2view.yaml spends the same UNet budget in half the steps."""
 
 
 def test_the_expected_configs_exist():
-    assert ALL == ["sdi-24gb.yaml", "sdi-2view.yaml", "sdi-official.yaml", "sdi.yaml", "sds.yaml", "vsd.yaml"]
+    assert ALL == [
+        "sdi-24gb.yaml",
+        "sdi-2view.yaml",
+        "sdi-gs.yaml",
+        "sdi-official.yaml",
+        "sdi.yaml",
+        "sds-gs.yaml",
+        "sds.yaml",
+        "vsd.yaml",
+    ]
 
 
 def test_the_configs_are_real_files_where_the_extension_keeps_them():

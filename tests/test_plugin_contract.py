@@ -122,7 +122,7 @@ def cameras(batch):
 def test_both_names_resolve_to_our_classes(ts):
     assert ts.threestudio.find("sdi-guidance") is ts.plugin.SDIGuidance
     assert ts.threestudio.find("sdi-ext-system") is ts.plugin.SDIExtSystem
-    assert ts.plugin.REGISTERED_NAMES == ("sdi-guidance", "sdi-ext-system")
+    assert ts.plugin.REGISTERED_NAMES == ("sdi-guidance", "sdi-ext-system", "sdi-guidance-state")
 
 
 def test_names_do_not_collide_with_threestudio_builtin_sdi():

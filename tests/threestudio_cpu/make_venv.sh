@@ -4,6 +4,7 @@
 #   bash tests/threestudio_cpu/make_venv.sh VENV            # pins only: run the core + contract tests in it
 #   bash tests/threestudio_cpu/make_venv.sh VENV --full     # + what `import threestudio` needs on a CPU,
 #                                                           #   for tests/test_threestudio_integration.py
+#                                                           #   (and threestudio-3dgs's plyfile, pymeshlab)
 #
 # threestudio pins diffusers<0.20, transformers==4.28.1 (and, in practice, huggingface_hub<0.26, which
 # diffusers 0.19 needs, and libigl 2.5 / setuptools<81 for its own imports). torch stays the CPU wheel
@@ -23,13 +24,13 @@ python3 -m venv "$VENV"
 PIP=("$VENV/bin/pip" install -q -c "$CONSTRAINTS")
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" diffusers==0.19.3 transformers==4.28.1 'huggingface_hub<0.26' safetensors accelerate \
-  omegaconf==2.3.0 numpy tqdm matplotlib scikit-learn pytest hypothesis
+  omegaconf==2.3.0 numpy tqdm matplotlib scikit-learn pytest hypothesis gsplat==1.5.3
 # sdi-bench's tests (the `bench` extra) under the same pins: Lightning as threestudio pins it
 "${PIP[@]}" 'setuptools>=77,<81' pytorch_lightning==2.0.0 torchmetrics submitit pyyaml pillow
 if [[ "$MODE" == "--full" ]]; then
   "${PIP[@]}" 'setuptools>=77,<81' lightning==2.0.0 pytorch_lightning==2.0.0 libigl==2.5.1 nerfacc==0.5.3 \
     jaxtyping typeguard opencv-python-headless 'imageio[ffmpeg]' trimesh PyMCubes einops scipy IPython \
-    wandb tensorboard networkx envlight==0.1.0 torchmetrics xatlas
+    wandb tensorboard networkx envlight==0.1.0 torchmetrics xatlas plyfile pymeshlab
   "$VENV/bin/pip" install -q --no-deps --target "$VENV/overlays/diffusers-0.42" diffusers==0.42.1
 elif [[ -n "$MODE" ]]; then
   echo "unknown option $MODE (expected --full)" >&2

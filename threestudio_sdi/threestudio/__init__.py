@@ -1,4 +1,5 @@
-"""threestudio plugin of threestudio-sdi: registers ``sdi-guidance`` and ``sdi-ext-system``.
+"""threestudio plugin of threestudio-sdi: registers ``sdi-guidance``, ``sdi-ext-system`` and the mixin
+``sdi-guidance-state`` (the guidance's state in another system's checkpoints: ``"<system>:sdi-guidance-state"``).
 
 Importing this package needs threestudio importable (``import threestudio``) at version
 :data:`MIN_THREESTUDIO_VERSION` or newer; threestudio's ``launch.py`` imports it through the
@@ -15,15 +16,18 @@ check_threestudio_version()
 
 from .backbone import conditioning_from_prompt_utils  # noqa: E402
 from .guidance import GUIDANCE_NAME, SDIGuidance  # noqa: E402
+from .guidance_state import STATE_MIXIN_NAME, GuidanceStateMixin  # noqa: E402
 from .system import SYSTEM_NAME, SDIExtSystem  # noqa: E402
 
-REGISTERED_NAMES = (GUIDANCE_NAME, SYSTEM_NAME)
+REGISTERED_NAMES = (GUIDANCE_NAME, SYSTEM_NAME, STATE_MIXIN_NAME)
 
 __all__ = [
     "GUIDANCE_NAME",
+    "STATE_MIXIN_NAME",
     "MIN_THREESTUDIO_VERSION",
     "REGISTERED_NAMES",
     "SYSTEM_NAME",
+    "GuidanceStateMixin",
     "SDIExtSystem",
     "SDIGuidance",
     "conditioning_from_prompt_utils",

@@ -55,12 +55,10 @@ from ..regularisers import (
     sparsity_loss,
     z_variance_loss,
 )
-from .noise_fields import bind_noise_field
+from .guidance_state import GuidanceStateMixin
 from .registry import register
 
 SYSTEM_NAME = "sdi-ext-system"
-GUIDANCE_STATE_KEY = "sdi_guidance_state"
-"""Checkpoint key of the guidance's generator state, fault counter and schedule clock (exact resume)."""
 
 REGULARISER_INPUTS: dict[str, tuple[str, ...]] = {
     "orient": ("normal", "weights", "t_dirs", "opacity"),
@@ -96,16 +94,8 @@ def is_zero(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
 
 
-def has_own_state(guidance: Any) -> bool:
-    """A guidance that is no ``nn.Module`` (whose weights Lightning saves anyway) but has a state_dict.
-
-    ``sdi-guidance`` is one (its generator); duck-typed so that a re-imported class still counts.
-    """
-    return not isinstance(guidance, torch.nn.Module) and callable(getattr(guidance, "state_dict", None))
-
-
 @register(SYSTEM_NAME)
-class SDIExtSystem(BaseLift3DSystem):
+class SDIExtSystem(GuidanceStateMixin, BaseLift3DSystem):
     """Score distillation of a 3D scene with SDI's regularisers (module docstring)."""
 
     @dataclass
@@ -136,27 +126,16 @@ class SDIExtSystem(BaseLift3DSystem):
         self.ensure_guidance()
 
     def ensure_guidance(self) -> None:
-        """Build the prompt processor and the guidance once (fit, or a validation run on its own)."""
+        """Build the prompt processor and the guidance once (fit, or a validation run on its own), then
+        attach it (:class:`GuidanceStateMixin`: run length, noise field, a checkpoint's state)."""
         if getattr(self, "guidance", None) is None:
             self.check_model_sources()
             self.prompt_processor = threestudio.find(self.cfg.prompt_processor_type)(
                 self.cfg.prompt_processor
             )
             self.guidance = threestudio.find(self.cfg.guidance_type)(self.cfg.guidance)
-            run_steps = self.trainer_max_steps()
-            if run_steps is not None and hasattr(self.guidance, "run_steps"):
-                self.guidance.run_steps = run_steps
-            bind_noise_field(self)
-        pending = getattr(self, "_pending_guidance_state", None)
-        if pending is not None and has_own_state(self.guidance):
-            self.guidance.load_state_dict(pending)
-            self._pending_guidance_state = None
-
-    def trainer_max_steps(self) -> Optional[int]:  # noqa: UP045
-        """The attached Lightning trainer's max_steps (None without a trainer or step limit)."""
-        trainer = getattr(self, "_trainer", None)
-        steps = getattr(trainer, "max_steps", None)
-        return int(steps) if isinstance(steps, int) and steps > 0 else None
+            self.attach_guidance()
+        self.restore_guidance_state()
 
     def model_source(self, block: str) -> Optional[str]:  # noqa: UP045
         """``system.<block>.pretrained_model_name_or_path``, or its component's default (None if it has none)."""
@@ -184,21 +163,6 @@ class SDIExtSystem(BaseLift3DSystem):
                 " and ".join(sources),
                 local_files_only=bool(self.cfg.guidance.get("local_files_only", False)),
             )
-
-    # ---------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the guidance's random state so that a resumed run continues the same draws."""
-        super().on_save_checkpoint(checkpoint)
-        guidance = getattr(self, "guidance", None)
-        if has_own_state(guidance):
-            checkpoint[GUIDANCE_STATE_KEY] = guidance.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore it (now, or when the guidance is built in ``on_fit_start``)."""
-        super().on_load_checkpoint(checkpoint)
-        self._pending_guidance_state = checkpoint.get(GUIDANCE_STATE_KEY)
-        if getattr(self, "guidance", None) is not None:
-            self.ensure_guidance()
 
     # ---------------------------------------------------------------- losses
     def schedule_position(self) -> tuple[int, int]:

@@ -5,4 +5,7 @@ strategy asks for a noise field fixed on the asset; each module below registers 
 ``register_noise_field(<renderer type>)``. Needs threestudio importable.
 """
 
-from . import nerf_noise_field  # noqa: F401  (registers nerf-volume-renderer's source)
+from . import (
+    gaussian_noise_field,  # noqa: F401  (diff-gaussian-rasterizer: threestudio-3dgs)
+    nerf_noise_field,  # noqa: F401  (registers nerf-volume-renderer's source)
+)

@@ -1,0 +1,3 @@
+"""CPU stand-in for ``simple_knn`` (test harness only; NOT the CUDA package): see :mod:`._C`."""
+
+__standin__ = True
