@@ -229,7 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, str(root))
     when_imported("pytorch_lightning", trainer_patch(record, cpu=args.device == "cpu"))
 
-    outcome, error, exit_code = run_launch(root, launch_args)
+    try:
+        outcome, error, exit_code = run_launch(root, launch_args)
+    finally:
+        ownership.end_rest_of_group()  # nothing the training started outlives it
     if outcome == "ok":
         outcome = record.divergence(args.empty_coverage) or "ok"
     report = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import socket
 import time
 import uuid
@@ -52,6 +53,24 @@ def _stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text.rpartition(")")[2].split()
+
+
+def end_rest_of_group() -> None:
+    """SIGKILL every other process of this process's group, when it leads one (Linux: found in ``/proc``).
+
+    A training leads the group ``sdi-bench run`` made for it; a child it started and did not wait for
+    would otherwise outlive it whenever its supervisor cannot end the group itself (killed between the
+    training's exit and its own clean-up)."""
+    group = os.getpid()
+    if os.getpgrp() != group:
+        return
+    for entry in pathlib.Path("/proc").glob("[0-9]*"):
+        fields = _stat(int(entry.name))
+        if fields is not None and len(fields) > 2 and fields[2] == str(group) and entry.name != str(group):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def start_time(pid: int) -> str | None:

@@ -83,6 +83,24 @@ def test_kill_9_of_run_kills_its_training_and_the_next_run_trains_each_run_once(
     assert (pathlib.Path(killed_attempt) / "launch.log").is_file()
 
 
+def test_a_finished_training_ends_what_it_started_when_its_supervisor_cannot(bench, monkeypatch):
+    """The supervisor ends the training's group after the training exits; a supervisor killed in between
+    cannot. The training (the launcher, leader of its group) ends the rest of its group itself."""
+    from sdi_bench import execution
+    from sdi_bench.ownership import new_owner
+
+    monkeypatch.setattr(execution, "end_group", lambda process: None)  # the supervisor's clean-up lost
+    bench.out.mkdir()
+    args = build_parser().parse_args(bench.command("long", 1)[3:])
+    store = Store(bench.out)
+    store.sync_plan(plan_from(args).runs)
+    claim = store.claim(new_owner(), retries=1, lease_seconds=600)
+    outcome = execute_run(spec_for(claim, RunSettings(threestudio=STANDIN, python=sys.executable)))
+    assert outcome.status == "done", outcome
+    child = int(next(bench.out.glob("runs/**/standin-child.pid")).read_text())
+    wait_for(lambda: not pid_alive(child), f"the training's child pid {child} to end with it", 30)
+
+
 def orphan_supervisor(bench: Bench, run_id: str, env: dict) -> subprocess.Popen:
     """Claim ``run_id`` for an owner that is gone (a finished process of this host) and start its
     attempt under a supervisor of its own, as a Slurm job whose submitter died would be."""
