@@ -294,6 +294,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.time()
     info = machine()
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True)
     with tempfile.TemporaryDirectory(prefix="sdi-bench-faults-") as folder:
         faults = Faults(
             pathlib.Path(folder), args.threestudio.resolve(), args.prompts, random.Random(args.seed)
@@ -303,7 +304,6 @@ def main() -> int:
         faults.finish()
         checked = faults.check()  # counts the orphans that the ledger shows too
         result = {**faults.counts, **checked}
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True)
     summary = {
         "command": " ".join(["python", "benchmarks/bench_faults.py", *sys.argv[1:]]),
         "commit": commit.stdout.strip() or None,

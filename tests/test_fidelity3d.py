@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -60,7 +61,9 @@ def test_a_killed_run_keeps_every_finished_run_and_leaves_no_worker(workers: int
     assert 3 <= done < 40
     rows = report["rows"]["consistent"]
     assert len(rows) == done and all(row["method"] == "sds" for row in rows)
-    assert f"Partial: {done} of 40 runs" in (out / "fidelity3d.md").read_text()
+    # the .md is replaced right after the .json: a kill between the two leaves it one run behind
+    shown = re.search(r"Partial: (\d+) of 40 runs", (out / "fidelity3d.md").read_text())
+    assert shown is not None and done - 1 <= int(shown.group(1)) <= done
     assert not list(out.glob("*.partial"))
     if workers > 1:
         assert len(workers_seen) >= workers  # the pool (and the queues' helper threads' process)
