@@ -150,7 +150,7 @@ def test_seeds_parse_lists_and_ranges():
         ("", "--seeds is empty"),
         ("a", "entry 'a' is not an integer"),
         ("1,1", "listed twice"),
-        ("-1", "entry '-1' is not an integer"),
+        ("-1", "seed -1 is negative"),
         ("5-2", "entry '5-2' runs backwards: write 2-5"),
         ("4294967296", "seed 4294967296 is above 4294967295"),
         ("99999999999999999999", "seed 99999999999999999999 is above 4294967295"),

@@ -34,9 +34,11 @@ def test_the_root_registers_our_names_when_threestudio_loads_it(monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(REPO)])
     with standin_threestudio() as threestudio:
         module = load_like_threestudio(REPO)
-        assert module.REGISTERED_NAMES == ("sdi-guidance", "sdi-ext-system")
+        assert module.REGISTERED_NAMES == ("sdi-guidance", "sdi-ext-system", "sdi-guidance-state")
         assert threestudio.find("sdi-guidance") is module.SDIGuidance
         assert threestudio.find("sdi-ext-system") is module.SDIExtSystem
+        mixin = importlib.import_module("threestudio_sdi.threestudio").GuidanceStateMixin
+        assert threestudio.find("sdi-guidance-state") is mixin
         assert sys.path[0] == str(REPO)  # the package beside it comes first: the same checkout's code
 
 

@@ -80,7 +80,7 @@ def parse_seeds(name: str, text: str) -> tuple[int, ...]:
             raise ValueError(f"{name} entry {entry!r} is not an integer or a range like 0-4") from None
         for seed in values:
             if seed < 0 or seed in seeds:
-                raise ValueError(f"{name}: seed {seed} is negative or listed twice")
+                raise ValueError(f"{name}: seed {seed} is {'negative' if seed < 0 else 'listed twice'}")
             seeds.append(seed)
     if not seeds:
         raise ValueError(f"{name} is empty")
