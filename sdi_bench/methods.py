@@ -91,6 +91,13 @@ BUILTIN_METHODS: dict[str, Method] = {
             description="SDI (ours), two cameras per step at half the steps: the same UNet budget",
         ),
         Method(
+            "sdi-consistent-shared",
+            CONFIG_DIR / "sdi-consistent-shared.yaml",
+            minutes=66,
+            minutes_source="estimate: 1 UNet evaluation per step, as the SDS row of the paper's Table 1",
+            description="research: consistent noise + a shared component (1 UNet eval/step) in sdi.yaml's setting",
+        ),
+        Method(
             "sdi-gs",
             CONFIG_DIR / "sdi-gs.yaml",
             description="SDI (ours) on 3D Gaussians: threestudio-3dgs, batch 4, 5k steps (needs threestudio-3dgs)",

@@ -56,7 +56,16 @@ def test_slugs_are_safe_and_unique_over_the_suite():
 
 
 def test_builtin_methods_point_to_our_configs():
-    assert list(BUILTIN_METHODS) == ["sdi", "sdi-official", "sds", "vsd", "sdi-2view", "sdi-gs", "sds-gs"]
+    assert list(BUILTIN_METHODS) == [
+        "sdi",
+        "sdi-official",
+        "sds",
+        "vsd",
+        "sdi-2view",
+        "sdi-consistent-shared",
+        "sdi-gs",
+        "sds-gs",
+    ]
     for method in BUILTIN_METHODS.values():
         assert method.config.parent == CONFIG_DIR and method.config.is_file(), method.name
     two_view = yaml.safe_load(BUILTIN_METHODS["sdi-2view"].config.read_text())
@@ -78,6 +87,22 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def test_sdi_consistent_shared_is_sdi_yaml_with_the_noise_switched():
+    one = flatten(yaml.safe_load(BUILTIN_METHODS["sdi"].config.read_text()))
+    other = flatten(yaml.safe_load(BUILTIN_METHODS["sdi-consistent-shared"].config.read_text()))
+    changed = {
+        key: (one.get(key), other.get(key))
+        for key in one.keys() | other.keys()
+        if one.get(key) != other.get(key)
+    }
+    assert changed == {
+        "name": ("sdi", "sdi-consistent-shared"),
+        "system.guidance.noise": ("inversion", "consistent-noise"),
+        "system.guidance.noise_options.seed": (None, "${seed}"),
+        "system.guidance.noise_options.shared": (None, 0.1),
+    }, "sdi-consistent-shared.yaml must follow sdi.yaml: regenerate it from sdi.yaml with these differences"
 
 
 def test_sdi_2view_is_sdi_yaml_with_two_views_and_every_step_count_halved():

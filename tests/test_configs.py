@@ -57,6 +57,7 @@ def test_the_expected_configs_exist():
     assert ALL == [
         "sdi-24gb.yaml",
         "sdi-2view.yaml",
+        "sdi-consistent-shared.yaml",
         "sdi-gs.yaml",
         "sdi-official.yaml",
         "sdi.yaml",
@@ -169,3 +170,15 @@ def test_24gb_config_renders_less():
     # apart from resolution and samples it is sdi.yaml
     for key in ("system.guidance", "system.loss", "system.geometry", "system.material", "trainer"):
         assert resolved(full, key) == resolved(small, key), key
+
+
+def test_the_consistent_noise_config_builds_its_strategy(plugin):
+    """sdi-consistent-shared.yaml's ``noise`` and ``noise_options`` as the plugin builds them at start-up:
+    the research strategy (imported on demand), its seed the run's, β = 0.1, one value per channel."""
+    guidance = resolved(load("sdi-consistent-shared.yaml"), "system.guidance")
+    strategy = importlib.import_module("threestudio_sdi.threestudio.guidance").noise_strategy(
+        guidance["noise"], guidance["noise_options"]
+    )
+    assert (strategy.name, strategy.uses_noise_field) == ("consistent-noise", True)
+    assert (strategy.seed, strategy.shared, strategy.shared_scale) == (0, 0.1, 0)
+    assert strategy.attachment == "integrated" and strategy.field_resolution == 64
