@@ -115,6 +115,7 @@ def probed(**changes) -> dict:
         **base,
         "registered": registered("threestudio_sdi/threestudio"),
         "configs": configs,
+        "configs_needing": {},
         **changes,
     }
 
@@ -157,6 +158,15 @@ def test_registration_failures_say_what_failed_and_how_to_install(tmp_path):
     assert (
         not configs.ok
         and configs.found == "1 of 2 in custom/threestudio-sdi/configs load; vsd.yaml: KeyError: x"
+    )
+    # threestudio-3dgs's configs where it is not installed: said, not failed
+    needing = {"sdi-gs.yaml": "gaussian-splatting-system"}
+    configs = doctor.registration_checks(
+        probed(configs={"sdi.yaml": None}, configs_needing=needing), tmp_path
+    )[1]
+    assert configs.ok and configs.found == (
+        "1 of 1 in custom/threestudio-sdi/configs load; sdi-gs.yaml skipped: its gaussian-splatting-system "
+        "comes from another extension, not installed"
     )
 
 

@@ -134,9 +134,17 @@ def registration_checks(info: dict, root: pathlib.Path) -> list[Check]:
     files = ", ".join(sorted(set(info["registered"].values())))
     bad = "".join(f"; {name}: {error}" for name, error in info["configs"].items() if error)
     loaded = f"{sum(e is None for e in info['configs'].values())} of {len(info['configs'])}"
+    other = "".join(  # threestudio-3dgs's configs, say, where it is not in custom/: no failure
+        f"; {name} skipped: its {system} comes from another extension, not installed"
+        for name, system in info["configs_needing"].items()
+    )
     return [
         Check(True, names, f"registered by custom/{folder} ({how}) from {files}{stand_ins}"),
-        Check(not bad and bool(info["configs"]), "configs", f"{loaded} in custom/{folder}/configs load{bad}"),
+        Check(
+            not bad and bool(info["configs"]),
+            "configs",
+            f"{loaded} in custom/{folder}/configs load{bad}{other}",
+        ),
     ]
 
 

@@ -70,6 +70,7 @@ def extension(threestudio: ModuleType, launch: ModuleType, stubs: pathlib.Path) 
         "extension": folder,
         "registered": {name: inspect.getfile(modules[name]) for name in NAMES if name in modules},
         "configs": {},
+        "configs_needing": {},
     }
     from threestudio.utils.config import load_config, parse_structured
 
@@ -78,6 +79,10 @@ def extension(threestudio: ModuleType, launch: ModuleType, stubs: pathlib.Path) 
             with tempfile.TemporaryDirectory() as outputs:  # load_config makes the trial's folder
                 arguments = ["system.prompt_processor.prompt=x", f"exp_root_dir={outputs}"]
                 config = load_config(str(path), cli_args=arguments, n_gpus=1)
+            missing = [name for name in config.system_type.split(":") if name not in modules]
+            if missing:  # another extension's system (threestudio-3dgs's): not installed here
+                report["configs_needing"][path.name] = ", ".join(missing)
+                continue
             system = parse_structured(threestudio.find(config.system_type).Config, config.system)
             for kind in COMPONENTS:
                 parse_structured(threestudio.find(system[f"{kind}_type"]).Config, system[kind])
