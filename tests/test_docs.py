@@ -202,14 +202,15 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     assert tests[0].strip() in (REPO / ".ci" / "run").read_text().splitlines()
 
 
-NUMBER = re.compile(r"(?<![A-Za-z0-9_.#])(\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![A-Za-z0-9_])(\s*%)?")
+NUMBER = re.compile(r"(?<![A-Za-z0-9_.#])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![A-Za-z0-9_])(\s*%)?")
+"""A number as printed: thousands grouped by commas (21,001), decimals, exponents; a % after it."""
 
 
 def numbers_in_text(text: str) -> list[tuple[str, bool]]:
     """(number as printed, followed by %) of a Markdown text: code spans and link targets left out."""
     text = re.sub(r"`[^`]*`", " ", text)
     text = re.sub(r"\]\([^)]*\)", "]", text)
-    return [(m.group(1), bool(m.group(2))) for m in NUMBER.finditer(text)]
+    return [(m.group(1).replace(",", ""), bool(m.group(2))) for m in NUMBER.finditer(text)]
 
 
 def block_numbers(block: str) -> list[tuple[str, bool]]:
@@ -290,6 +291,7 @@ def test_quoted_numbers_come_from_the_result_files(
 def test_the_number_check_sees_a_wrong_number(tmp_path: pathlib.Path) -> None:
     table = "| method | PSNR |\n|---|---|\n| `sds` (CFG 7.5) | 26.2 ± 5.2 |\n| b | 1/9, 16 % |"
     assert [token for token, _ in block_numbers(table)] == ["26.2", "5.2", "1", "9", "16"]
+    assert [token for token, _ in numbers_in_text("21,001 points, seeds 0,1")] == ["21001", "0", "1"]
     assert printed_as(26.1999, "26.2") and not printed_as(26.26, "26.2") and printed_as(5.66e8, "5.7e8")
     result = tmp_path / "r.json"
     result.write_text(
