@@ -1,16 +1,9 @@
-"""threestudio-sdi as a threestudio extension: ``cd custom && git clone <repo> threestudio-sdi``.
+"""threestudio-sdi as a threestudio extension: ``cd custom && git clone <repo> threestudio-sdi``, then
+``pip install -r custom/threestudio-sdi/requirements.txt``; ``sdi-doctor --threestudio .`` checks it.
 
-threestudio's ``launch.py`` imports threestudio, then this file (under the module name of its folder)
-before it parses the config. The package ``threestudio_sdi`` beside this file is put first on
-``sys.path`` (so the code and the configs in ``configs/`` are the same checkout's), and importing its
-plugin checks threestudio's version and registers ``sdi-guidance`` and ``sdi-ext-system``.
-
-Install its requirements with ``pip install -r custom/threestudio-sdi/requirements.txt``; run with
-``python launch.py --config custom/threestudio-sdi/configs/sdi.yaml --train --gpu 0
-system.prompt_processor.prompt="..."``; ``sdi-doctor --threestudio .`` checks the setup.
-
-Imported where threestudio has not been imported (pytest collecting this repository, whose root is a
-package), it registers nothing.
+launch.py imports this file after threestudio: the package beside it goes first on ``sys.path`` (the
+same checkout's code and configs) and its plugin checks threestudio's version and registers our names.
+Imported without threestudio (pytest collecting this repository's root package), it registers nothing.
 """
 
 import os

@@ -202,7 +202,9 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     assert tests[0].strip() in (REPO / ".ci" / "run").read_text().splitlines()
 
 
-NUMBER = re.compile(r"(?<![A-Za-z0-9_.#])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![A-Za-z0-9_])(\s*%)?")
+NUMBER = re.compile(
+    r"(?<![A-Za-z0-9_.#])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![A-Za-z0-9_])(\s*%)?"
+)
 """A number as printed: thousands grouped by commas (21,001), decimals, exponents; a % after it."""
 
 

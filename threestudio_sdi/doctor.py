@@ -1,15 +1,10 @@
-"""``sdi-doctor --threestudio PATH``: is this threestudio ready for threestudio-sdi? One line per check.
-
-Each line is ✓ or ✗, what was found and, after a ✗, the fix; the exit status is 1 when a check fails.
-In order: threestudio's version; then a probe in a fresh interpreter (``--python``) in PATH, as
-launch.py runs (``testing/cpu_harness/probe.py``): the packages against threestudio's pins
-(:data:`WORKS`), CUDA, the free GPU memory against each config's ``# GPU memory:`` header line, and
-threestudio's own ``load_custom_modules()``: which folder of custom/ registered our names, from which
-files (stand-ins of the CPU harness for missing CUDA-only packages, said on the line), and every config
-of that folder through ``load_config``; the model source, without loading weights
-(``check_model_source``: mirrors, folder form); last, a smoke run: that folder's ``sdi.yaml`` with a
-tiny random model and the CPU harness's small layers, 3 steps, validation and test, through PATH's
-launch.py, on the GPU, or on a CPU through the CPU harness (about a minute).
+"""``sdi-doctor --threestudio PATH``: is this threestudio ready for threestudio-sdi? One ✓/✗ line per
+check, with the fix after a ✗; exit status 1 when one fails. In order: threestudio's version; a probe in a
+fresh interpreter (``--python``) in PATH (``testing/cpu_harness/probe.py``): packages against
+threestudio's pins (:data:`WORKS`), CUDA, free GPU memory against each config's ``# GPU memory:`` line,
+``load_custom_modules()`` (which folder registered our names, from which files) and every config; the
+model source (``check_model_source``, no weights loaded); last, a 3-step smoke run of that folder's
+``sdi.yaml`` with a tiny random model, validation and test, through PATH's launch.py (GPU or CPU harness).
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """``sdi-guidance``: the threestudio face of :func:`threestudio_sdi.score_distillation.guidance_step`.
 
-A thin adapter. It loads a backbone (:mod:`.backbone`: Stable Diffusion through
-:func:`threestudio_sdi.models.stable_diffusion.load_stable_diffusion`, or what ``model_factory``
-returns), turns threestudio's prompt-processor output into a core
-:class:`~threestudio_sdi.classifier_free.Conditioning`, picks the step's timestep with the core policies
-of :mod:`threestudio_sdi.timesteps` (threestudio's ``C()`` evaluates scheduled settings), encodes the
-render, and hands everything to the core. All DDIM, CFG and inversion math lives in the core; this
-module only moves tensors between the two APIs.
+A thin adapter: it loads a backbone (:mod:`.backbone`: Stable Diffusion, or ``model_factory``'s), turns
+the prompt processor's output into a core ``Conditioning``, picks t with :mod:`threestudio_sdi.timesteps`,
+encodes the render and hands all to the core, where every line of DDIM, CFG and inversion math lives.
 
 Settings: ``noise`` chooses the noise strategy (``inversion`` SDI, ``uncond-inversion`` ISM, ``random``
 SDS noise, or a research one, which loads :mod:`threestudio_sdi.experimental`), ``noise_options`` are
@@ -30,9 +26,8 @@ guidance's own ``torch.Generator``, whose state a checkpoint of ``sdi-ext-system
 ``evaluation=True`` (validation and test panels) draws from a generator seeded from (seed, step, view
 index) instead and leaves the training state alone, so panels never change what training draws.
 
-The annealed t and the convexity weight follow an :class:`~.anneal_clock.AnnealClock` that a checkpoint
-keeps too: a run resumed with another ``trainer.max_steps`` does not restart the anneal
-(``resume_schedule``).
+The annealed t and the convexity weight follow an :class:`~.anneal_clock.AnnealClock` the checkpoint
+keeps: a resume with another ``trainer.max_steps`` does not restart the anneal (``resume_schedule``).
 """
 
 from __future__ import annotations
