@@ -25,6 +25,9 @@ THREESTUDIO_RESOLUTIONS = 3
 the processor reads ``self.cfg.prompt`` (threestudio 0.2.3: ``utils/config.py``, ``utils/base.py``)."""
 
 PROMPT_KEY = "system.prompt_processor.prompt"
+MISSING_MARKER = "???"
+"""OmegaConf reads a value that is exactly this as missing, however it is quoted or escaped: no override
+can carry it as text."""
 
 _BEFORE_INTERPOLATION = re.compile(r"(\\*)\$\{")
 
@@ -66,5 +69,8 @@ def yaml_double_quoted(text: str) -> str:
 
 
 def text_override(key: str, text: str, resolutions: int = THREESTUDIO_RESOLUTIONS) -> str:
-    """``key="..."`` that sets ``key`` to exactly ``text`` after ``resolutions`` resolutions."""
+    """``key="..."`` that sets ``key`` to exactly ``text`` after ``resolutions`` resolutions; ValueError
+    for :data:`MISSING_MARKER`, which no override can carry."""
+    if text == MISSING_MARKER:
+        raise ValueError(f"{key}={text!r} is OmegaConf's marker of a missing value, not text: reword it")
     return f"{key}={yaml_double_quoted(escape_interpolations(text, resolutions))}"

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import BenchError
+from .overrides import MISSING_MARKER
 
 SUITE_DIR = pathlib.Path(__file__).resolve().parent / "suites"
 SUITES = {"paper43": "paper43.txt"}
@@ -36,6 +37,11 @@ def read_prompts(path: pathlib.Path) -> tuple[str, ...]:
             continue
         if prompt in prompts:
             raise BenchError(f"--prompts {path}: line {number} repeats the prompt {prompt!r}")
+        if prompt == MISSING_MARKER:
+            raise BenchError(
+                f"--prompts {path}: line {number} is {prompt!r}, OmegaConf's marker of a missing value, "
+                "which threestudio cannot be given as a prompt: reword it"
+            )
         prompts.append(prompt)
     if not prompts:
         raise BenchError(f"--prompts {path}: the file has no prompts (one per line)")

@@ -9,6 +9,7 @@ records a run as done.
 from __future__ import annotations
 
 import pathlib
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -16,7 +17,15 @@ from bench_harness import Bench
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdi_bench.overrides import PROMPT_KEY, THREESTUDIO_RESOLUTIONS, escape_interpolations, text_override
+from sdi_bench.errors import BenchError
+from sdi_bench.overrides import (
+    MISSING_MARKER,
+    PROMPT_KEY,
+    THREESTUDIO_RESOLUTIONS,
+    escape_interpolations,
+    text_override,
+)
+from sdi_bench.suites import read_prompts
 
 omegaconf = pytest.importorskip("omegaconf")
 OmegaConf = omegaconf.OmegaConf
@@ -70,7 +79,9 @@ def test_a_plain_prompt_is_a_plain_quoted_string():
         ),
         min_size=1,
         max_size=16,
-    ).map("".join)
+    )
+    .map("".join)
+    .filter(lambda text: text != MISSING_MARKER)  # refused: test_the_missing_marker_is_refused
 )
 def test_any_text_arrives_exactly(prompt):
     assert as_threestudio_reads_it(text_override(PROMPT_KEY, prompt))[1] == prompt
@@ -90,3 +101,19 @@ def test_hard_prompts_train_as_they_are_stored_end_to_end(tmp_path):
         assert (row["status"], row["outcome"]) == ("done", "ok"), row["error"]
         trial = pathlib.Path(row["trial_dir"])
         assert (trial / "standin-prompt.txt").read_text(encoding="utf-8") == row["prompt"]
+
+
+def test_the_missing_marker_is_refused_as_a_prompt(tmp_path):
+    """``???`` is OmegaConf's missing value however it is written: threestudio would train on the
+    config's own prompt instead (found by the property test above with a fresh seed)."""
+    override = f'{PROMPT_KEY}="???"'
+    assert as_threestudio_reads_it(override)[1] == "a hamburger"  # what would happen: silently another
+    with pytest.raises(ValueError, match=re.escape(f"{PROMPT_KEY}='???' is OmegaConf's marker")):
+        text_override(PROMPT_KEY, "???")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a hamburger\n???\n")
+    with pytest.raises(BenchError, match=re.escape("line 2 is '???', OmegaConf's marker of a missing value")):
+        read_prompts(prompts)
+    prompts.write_text("a hamburger\n??? of a hamburger\n")  # only the whole value is the marker
+    assert read_prompts(prompts) == ("a hamburger", "??? of a hamburger")
+    assert as_threestudio_reads_it(text_override(PROMPT_KEY, "??? of a hamburger"))[1] == "??? of a hamburger"
