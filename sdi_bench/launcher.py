@@ -232,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         outcome, error, exit_code = run_launch(root, launch_args)
     finally:
-        ownership.end_rest_of_group()  # nothing the training started outlives it
+        if os.environ.get(LIFELINE_ENV):  # in the group sdi-bench run made for it: nothing outlives it
+            ownership.end_rest_of_group()
     if outcome == "ok":
         outcome = record.divergence(args.empty_coverage) or "ok"
     report = {
