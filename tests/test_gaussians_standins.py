@@ -33,6 +33,8 @@ from diff_gaussian_rasterization import _torch_raster as raster  # noqa: E402
 from gaussian_cameras import gaussian_camera, intrinsics, look_at  # noqa: E402
 from simple_knn._C import distCUDA2  # noqa: E402
 
+BLEND = raster.blend
+
 gsplat_impl = pytest.importorskip(
     "gsplat.cuda._torch_impl", reason="gsplat==1.5.3 (the test extra) is the reference"
 )
@@ -360,6 +362,34 @@ def test_spherical_harmonics_colours_render_like_precomputed_ones(fresh_seed):
         min=0,
     )
     torch.testing.assert_close(from_sh, reference_images(scene, colors=colors)[0], rtol=0, atol=IMAGE_ATOL)
+
+
+def test_renders_without_autograd_reuse_the_weights_and_match_bit_for_bit(fresh_seed, monkeypatch):
+    """The noise field's repeated renders: a second colour of the same view blends nothing again and
+    equals the autograd render exactly; opacity changed in place, or another camera, blends afresh."""
+    scene = random_scene(fresh_seed, count=40)
+    other = torch.rand(40, 3, generator=torch.Generator().manual_seed(fresh_seed + 1), dtype=torch.float64)
+    blends = []
+    monkeypatch.setattr(dgr, "_blends", [])
+    monkeypatch.setattr(raster, "blend", lambda *args: blends.append(1) or BLEND(*args))
+
+    def exact(scene: dict, **overrides) -> torch.Tensor:
+        return render(scene, **overrides)[0][0].detach()
+
+    expected = [exact(scene), exact(scene, colors_precomp=other)]
+    assert len(blends) == 2  # autograd renders never reuse
+    with torch.no_grad():
+        got = [exact(scene), exact(scene, colors_precomp=other)]
+        assert len(blends) == 3
+        scene["opacities"][0] *= 0.5
+        changed = exact(scene)
+        assert len(blends) == 4
+        eye = torch.tensor([2.5 * math.cos(1.1), 2.5 * math.sin(1.1), 0.6], dtype=torch.float64)
+        moved = dict(scene, camera=gaussian_camera(look_at(eye), math.radians(55), WIDTH, HEIGHT))
+        exact(moved)
+        assert len(blends) == 5
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert torch.equal(changed, exact(scene)) and not torch.equal(changed, expected[0])
 
 
 def test_native_returns_colour_and_radii_advanced_adds_depth_and_alpha():

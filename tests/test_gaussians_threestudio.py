@@ -13,20 +13,15 @@ and its hard-coded ``"cuda"`` goes through the harness's shim. Nothing is writte
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+from host_report import all_finite, run_harness, section
 
 RUNNER = pathlib.Path(__file__).resolve().parent / "threestudio_3dgs_cpu" / "run_3dgs.py"
 ROOT = os.environ.get("THREESTUDIO_ROOT")
 GS_ROOT = os.environ.get("THREESTUDIO_3DGS_ROOT")
-TIMEOUT_SECONDS = 3600
-"""A hung run is stopped after this long; it is a timeout, not a performance bound."""
 
 pytestmark = pytest.mark.skipif(
     not (ROOT and GS_ROOT),
@@ -39,40 +34,10 @@ pytestmark = pytest.mark.skipif(
 def report(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("threestudio-3dgs-run")
     report_path = workdir / "report.json"
-    python = os.environ.get("THREESTUDIO_PYTHON", sys.executable)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [
-        python,
-        str(RUNNER),
-        "--threestudio-root",
-        ROOT,
-        "--threestudio-3dgs-root",
-        GS_ROOT,
-        "--workdir",
-        str(workdir),
-        "--report",
-        str(report_path),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
-    if result.returncode != 0 or not report_path.is_file():
-        pytest.fail(
-            f"run_3dgs.py failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
-        )
-    data = json.loads(report_path.read_text())
+    roots = ["--threestudio-root", ROOT, "--threestudio-3dgs-root", GS_ROOT]
+    data = run_harness(RUNNER, [*roots, "--workdir", str(workdir), "--report", str(report_path)], report_path)
     print(f"threestudio-3dgs harness, seconds per scenario: {data['seconds']}")
     return data
-
-
-def section(report: dict, name: str) -> dict:
-    """A scenario's report; its traceback as the failure if it raised."""
-    value = report[name]
-    if isinstance(value, dict) and set(value) == {"error"}:
-        pytest.fail(f"scenario {name} raised:\n{value['error']}")
-    return value
-
-
-def all_finite(values) -> bool:
-    return bool(values) and all(math.isfinite(value) for value in values)
 
 
 def test_the_shim_covers_threestudio_3dgs_and_rewrites_its_cuda(report):

@@ -21,15 +21,12 @@ import json
 import math
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+from host_report import all_finite, run_harness, section
 
 HARNESS = pathlib.Path(__file__).resolve().parent / "threestudio_cpu" / "run_smoke.py"
 ROOT = os.environ.get("THREESTUDIO_ROOT")
-TIMEOUT_SECONDS = 1800
-"""A hung run is stopped after this long; it is a timeout, not a performance bound."""
 
 pytestmark = pytest.mark.skipif(
     not ROOT,
@@ -44,35 +41,10 @@ def report(tmp_path_factory):
         pytest.fail(f"THREESTUDIO_ROOT={ROOT} is not a threestudio checkout (no threestudio/ or launch.py)")
     workdir = tmp_path_factory.mktemp("threestudio-run")
     report_path = workdir / "report.json"
-    python = os.environ.get("THREESTUDIO_PYTHON", sys.executable)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [python, str(HARNESS), "--threestudio-root", str(root), "--workdir", str(workdir)]
-    result = subprocess.run(
-        [*command, "--report", str(report_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_SECONDS,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"run_smoke.py failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
-        )
-    data = json.loads(report_path.read_text())
+    arguments = ["--threestudio-root", str(root), "--workdir", str(workdir), "--report", str(report_path)]
+    data = run_harness(HARNESS, arguments, report_path)
     print(f"real-threestudio harness, seconds per scenario: {data['seconds']}")
     return data
-
-
-def section(report: dict, name: str) -> dict:
-    """A scenario's report; its traceback as the failure if it raised."""
-    value = report[name]
-    if isinstance(value, dict) and "error" in value and isinstance(value["error"], str) and len(value) == 1:
-        pytest.fail(f"scenario {name} raised:\n{value['error']}")
-    return value
-
-
-def all_finite(values) -> bool:
-    return bool(values) and all(math.isfinite(value) for value in values)
 
 
 # ------------------------------------------------------------------ registration and configs

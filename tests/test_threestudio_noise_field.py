@@ -13,19 +13,15 @@ the 3D lab, the state) run everywhere in tests/test_noise_field.py.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+from host_report import run_harness
 
 RUNNER = pathlib.Path(__file__).resolve().parent / "threestudio_cpu" / "run_frontier.py"
 ROOT = os.environ.get("THREESTUDIO_ROOT")
-TIMEOUT_SECONDS = 1800
-"""A hung run is stopped after this long; it is a timeout, not a performance bound."""
 
 pytestmark = pytest.mark.skipif(
     not ROOT,
@@ -37,23 +33,9 @@ pytestmark = pytest.mark.skipif(
 def report(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("threestudio-noise-field")
     report_path = workdir / "check.json"
-    python = os.environ.get("THREESTUDIO_PYTHON", sys.executable)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [python, str(RUNNER), "--threestudio-root", str(ROOT), "--workdir", str(workdir / "work")]
-    command += [
-        "--check",
-        str(report_path),
-        "--methods",
-        "sdi-paper-n1,consistent-shared-10",
-        "--classes",
-        "orb",
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
-    if result.returncode != 0:
-        pytest.fail(
-            f"run_frontier.py failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
-        )
-    return json.loads(report_path.read_text())
+    arguments = ["--threestudio-root", str(ROOT), "--workdir", str(workdir / "work")]
+    arguments += ["--check", str(report_path), "--methods", "sdi-paper-n1,consistent-shared-10"]
+    return run_harness(RUNNER, [*arguments, "--classes", "orb"], report_path)
 
 
 @pytest.mark.parametrize("method", ["consistent-noise", "consistent-surface", "consistent-lowfreq-10"])

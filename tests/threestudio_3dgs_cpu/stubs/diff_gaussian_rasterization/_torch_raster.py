@@ -251,18 +251,30 @@ def tile_weights(xy: Tensor, conic: Tensor, opacity: Tensor, pixels: Tensor, cov
     return alpha * transmittance
 
 
-def composite(
-    projected: Projected, opacity: Tensor, colors: Tensor, bg: Tensor, width: int, height: int
-) -> Composited:
-    """Front-to-back alpha blending of the visible Gaussians, tile by tile (module docstring)."""
-    channels = colors.shape[1]
+@dataclass
+class Blend:
+    """What compositing one view takes from the geometry and the camera alone: the depth order, each
+    covered tile's pixels, Gaussians and weights w = α T, and the images that do not depend on colour."""
+
+    order: Tensor
+    """Indices of the visible Gaussians by increasing view depth [G]."""
+    tiles: list[tuple[Tensor, Tensor, Tensor]]
+    """(pixel index [P_pix], Gaussians of ``order`` covering the tile [G_t], weights [P_pix, G_t])."""
+    depth: Tensor
+    """Σ z_i w_i [1, H·W]."""
+    transmittance: Tensor
+    """T = 1 − Σ w_i [1, H·W]."""
+
+
+def blend(projected: Projected, opacity: Tensor, width: int, height: int) -> Blend:
+    """The blending weights of the visible Gaussians, tile by tile (module docstring)."""
     dtype, device = projected.xy.dtype, projected.xy.device
     visible = projected.visible.nonzero().squeeze(1)
     order = visible[torch.argsort(projected.depth.detach()[visible], stable=True)]
     xy, conic, depth = projected.xy[order], projected.conic[order], projected.depth[order]
-    opacity, colors = opacity.reshape(-1)[order], colors[order]
+    opacity = opacity.reshape(-1)[order]
     rect_min, rect_max = projected.rect_min[order], projected.rect_max[order]
-    color = torch.zeros(channels, height * width, dtype=dtype, device=device)
+    tiles = []
     depth_image = torch.zeros(1, height * width, dtype=dtype, device=device)
     transmittance = torch.ones(1, height * width, dtype=dtype, device=device)
     for tile_y in range(0, (height + TILE - 1) // TILE):
@@ -282,13 +294,24 @@ def composite(
             chosen = covered.nonzero().squeeze(1)
             pixels = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], -1).to(dtype)
             weights = tile_weights(xy[chosen], conic[chosen], opacity[chosen], pixels, covered[chosen])
-            color = color.index_copy(1, index, (weights @ colors[chosen]).T)
+            tiles.append((index, chosen, weights))
             depth_image = depth_image.index_copy(1, index, (weights @ depth[chosen])[None])
             remaining = 1 - weights.sum(1)  # Σ α_i T_i = 1 − Π(1 − α_i)
             transmittance = transmittance.index_copy(1, index, remaining[None])
-    color = color + transmittance * bg.to(dtype).reshape(-1, 1)
+    return Blend(order, tiles, depth_image, transmittance)
+
+
+def shade(blended: Blend, colors: Tensor, bg: Tensor, width: int, height: int) -> Composited:
+    """C = Σ c_i w_i + T·bg per pixel, with depth and alpha (module docstring)."""
+    channels = colors.shape[1]
+    transmittance = blended.transmittance
+    colors = colors[blended.order]
+    color = torch.zeros(channels, height * width, dtype=transmittance.dtype, device=transmittance.device)
+    for index, chosen, weights in blended.tiles:
+        color = color.index_copy(1, index, (weights @ colors[chosen]).T)
+    color = color + transmittance * bg.to(transmittance.dtype).reshape(-1, 1)
     return Composited(
         color.reshape(channels, height, width),
-        depth_image.reshape(1, height, width),
+        blended.depth.reshape(1, height, width),
         (1 - transmittance).reshape(1, height, width),
     )
