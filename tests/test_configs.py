@@ -11,11 +11,11 @@ import importlib
 import pathlib
 
 import pytest
+from config_files import CONFIGS, load, resolved
 from omegaconf import OmegaConf
 from threestudio_standin.activate import standin_threestudio
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
 ALL = sorted(path.name for path in CONFIGS.glob("*.yaml"))
 GAUSSIANS = ["sdi-gs.yaml", "sds-gs.yaml"]
 """threestudio-3dgs's system and geometry: checked by tests/test_gaussians_configs.py."""
@@ -28,15 +28,6 @@ KNOWN_LAMBDAS = {
     "lambda_z_variance",
     "lambda_convex",
 }
-
-
-def load(name: str):
-    return OmegaConf.load(CONFIGS / name)
-
-
-def resolved(config, key: str):
-    """One subtree with its interpolations resolved (threestudio's own resolvers are not needed)."""
-    return OmegaConf.to_container(OmegaConf.select(config, key), resolve=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,12 @@ import os
 import pathlib
 
 import pytest
+from config_files import CONFIGS, load, resolved
 from omegaconf import OmegaConf
 from threestudio_standin.activate import standin_threestudio
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 GUIDANCE_ONLY = ("guidance_type", "guidance")
 """The blocks of ``system`` in which the two configs differ (with the guidance's loss weight)."""
-
-
-def load(name: str):
-    return OmegaConf.load(CONFIGS / name)
-
-
-def resolved(config, key: str):
-    return OmegaConf.to_container(OmegaConf.select(config, key), resolve=True)
 
 
 @pytest.fixture(scope="module")
