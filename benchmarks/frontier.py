@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -239,6 +240,20 @@ def groups(report: dict[str, Any], where: str) -> dict[str, list[dict[str, Any]]
     }
 
 
+def spread_positions(summaries: Sequence[dict[str, Any]], step: float = 0.035) -> dict[str, float]:
+    """Each strategy's x in the figure: its evaluations per step, times 1 + step·k for the k-th of several
+    strategies at the same cost (centred), so that they do not hide one another."""
+    peers: dict[float, list[str]] = defaultdict(list)
+    for s in summaries:
+        peers[round(s["evaluations_per_step"][0], 1)].append(s["method"])
+    positions = {}
+    for s in summaries:
+        cost = s["evaluations_per_step"][0]
+        same = peers[round(cost, 1)]
+        positions[s["method"]] = cost * (1 + step * (same.index(s["method"]) - (len(same) - 1) / 2))
+    return positions
+
+
 def figure(panels: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """One panel per group: PSNR to the nearest variant (filled) and to the class mean (hollow) against
     guided evaluations per step, each strategy labelled with its recovered count."""
@@ -246,6 +261,7 @@ def figure(panels: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     panels = {title: rows for title, rows in panels.items() if rows}
     columns = 2
@@ -263,9 +279,10 @@ def figure(panels: dict[str, list[dict[str, Any]]], path: Path) -> None:
                 lw=1,
                 zorder=0,
             )
+        shown = spread_positions(summaries)
         for s in summaries:
             index = FRONTIER_METHODS.index(s["method"])
-            x = s["evaluations_per_step"][0]
+            x = shown[s["method"]]
             mean, std = s["psnr_nearest"] or (math.nan, 0.0)
             axis.errorbar(
                 x, mean, yerr=std, fmt="o", color=colours(index), capsize=3, label=LABELS[s["method"]]
@@ -282,14 +299,24 @@ def figure(panels: dict[str, list[dict[str, Any]]], path: Path) -> None:
             )
         axis.axhline(RECOVERED_PSNR, color="0.5", ls="--", lw=0.8)
         axis.set_xscale("log")
-        axis.set_xlabel("guided UNet evaluations per step (log)")
+        ticks = sorted({round(s["evaluations_per_step"][0], 1) for s in summaries})
+        axis.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+        axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_locator(ticker.NullLocator())
+        axis.set_xlabel("guided UNet evaluations per step (log; points at one cost spread apart)")
         axis.set_ylabel("PSNR to nearest variant (filled), to class mean (hollow), dB")
         axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
-    handles, labels = next(iter(axes.flat)).get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    legend: dict[str, Any] = {}
+    for axis in axes.flat:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    order = sorted(legend, key=lambda label: list(LABELS.values()).index(label))
+    fig.legend(
+        [legend[label] for label in order], order, loc="lower center", ncol=4, fontsize=8, frameon=False
+    )
     fig.suptitle("Cost–outcome frontier on the known-answer prior (labels: runs recovered ≥ 30 dB)")
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     fig.savefig(path, dpi=110)
