@@ -31,7 +31,7 @@ NERF_PATH_PSNR = 20.8
 """threestudio's implicit-volume + NeRF renderer, the same prior, 1 variant (docs/threestudio.md)."""
 LAB_PSNR = 34.8
 """The 3D lab's voxel grid, the same prior, 1 variant (docs/lab3d.md)."""
-METHODS = ("sdi", "sds", "consistent")
+METHODS = ("sdi", "sds", "consistent", "consistent-shared-10")
 """The three-variant comparison's methods, in table order."""
 RECOVERED_DB = 30.0
 """A run recovered a true variant when its PSNR to the nearest one reaches this (the lab's rule)."""
@@ -111,7 +111,14 @@ def variants_table(data: dict[str, Any], by_class: bool = False) -> str:
         lines.append(
             [
                 method,
-                *([class_name, ", ".join(str(row["setting"]["seed"]) for row in rows)] if by_class else []),
+                *(
+                    [
+                        class_name,
+                        ", ".join(str(seed) for seed in sorted(row["setting"]["seed"] for row in rows)),
+                    ]
+                    if by_class
+                    else []
+                ),
                 len(rows),
                 pm([f.get("psnr_nearest", float("nan")) for f in finals]),
                 pm([f.get("psnr_class_mean", float("nan")) for f in finals]),

@@ -324,11 +324,12 @@ def gaussian_system_class(ts):
     return type("imitation:sdi-guidance-state", (plugin.GuidanceStateMixin, ImitationGaussianSystem), {})
 
 
-def system_config(tiny_path: str, noise: str = "consistent-noise") -> dict:
+def system_config(tiny_path: str, noise: str = "consistent-noise", **noise_options: Any) -> dict:
+    guidance = {"pretrained_model_name_or_path": tiny_path, "seed": 0, "noise": noise}
     return {
         "renderer_type": "diff-gaussian-rasterizer",
         "guidance_type": "sdi-guidance",
-        "guidance": {"pretrained_model_name_or_path": tiny_path, "seed": 0, "noise": noise},
+        "guidance": {**guidance, "noise_options": noise_options},
     }
 
 
@@ -393,3 +394,29 @@ def test_the_mixin_saves_nothing_for_a_guidance_without_own_state(ts, tiny_path)
     checkpoint: dict[str, Any] = {}
     system.on_save_checkpoint(checkpoint)
     assert plugin.guidance_state.GUIDANCE_STATE_KEY not in checkpoint
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"attachment": "surface"}, "attachment='surface'"),
+        ({"field_resolution": 32}, "field_resolution=32"),
+        ({"shared": 0.1, "shared_scale": 2}, "shared_scale=2"),
+    ],
+)
+def test_the_nerf_fields_options_are_refused_by_name_on_gaussians(ts, tiny_path, options, named):
+    system = gaussian_system_class(ts)(system_config(tiny_path, **options))
+    with pytest.raises(ValueError, match=f"system.guidance.noise_options.{named}.*diff-gaussian-rasterizer"):
+        system.on_fit_start()
+
+
+def test_the_shared_colour_form_applies_on_gaussians(ts, tiny_path):
+    _, _, field = ts
+    plain = gaussian_system_class(ts)(system_config(tiny_path))
+    shared = gaussian_system_class(ts)(system_config(tiny_path, shared=0.1))
+    for system in (plain, shared):
+        system.on_fit_start()
+        assert isinstance(system.guidance.noise_field, field.GaussianNoiseField)
+    plain_losses, shared_losses = guidance_steps(plain, ts, 2), guidance_steps(shared, ts, 2)
+    assert all(math.isfinite(loss) for loss in plain_losses + shared_losses)
+    assert all(a != b for a, b in zip(plain_losses, shared_losses, strict=True))

@@ -19,8 +19,10 @@ densification and renderer, and ``sdi-guidance`` given the 3D lab's exact view-c
 
 Methods: ``sdi`` (sdi-gs.yaml: inversion, paper preset, CFG 7.5), ``sds`` (the lab's SDS: the same
 guidance with fresh noise and t ~ U(0.02, 0.98), CFG 7.5), ``consistent`` (``noise: consistent-noise``:
-the Gaussian noise field), and ``sds-threestudio`` (threestudio's SDS formula, :mod:`sds_formula`, with
-sds-gs.yaml's CFG 100, t schedule and lambda_sds 0.1: the densification reference).
+the Gaussian noise field), ``consistent-shared-10`` (the same plus the shared colour component,
+β = 0.1, as the 3D lab's strategy of that name), and ``sds-threestudio`` (threestudio's SDS formula,
+:mod:`sds_formula`, with sds-gs.yaml's CFG 100, t schedule and lambda_sds 0.1: the densification
+reference).
 
 Scored as the lab scores (``threestudio_sdi.experimental.lab3d.metrics.measure``) on its 8 held-out
 turntable views, rendered by threestudio-3dgs's renderer on white, against the true assets rendered by
@@ -57,7 +59,7 @@ uncapped, 100 steps gave 19.8.)"""
 EVAL_VIEWS = 8
 CONFIG_STEPS = 5000
 """trainer.max_steps of sdi-gs.yaml, the length its step-based settings are written for."""
-METHODS = ("sdi", "sds", "consistent", "sds-threestudio")
+METHODS = ("sdi", "sds", "consistent", "consistent-shared-10", "sds-threestudio")
 DIVERGED_IOU = 0.5
 
 
@@ -150,6 +152,7 @@ def layers(
                     "max_step_percent": 0.98,
                 },
                 "consistent": {"noise": "consistent-noise"},
+                "consistent-shared-10": {"noise": "consistent-noise", "noise_options": {"shared": 0.1}},
             }[method],
         }
         loss = {"lambda_sdi": weight, **zero}

@@ -28,6 +28,12 @@ background (T = 1) it is b itself; in between its variance stays within 4 % of 1
 E[(Σ w² + T²)/(s² K/(K − 2) + T²)]). The probes are fixed too, so κ stays a fixed function of the
 asset and the camera: two views of the same surface get the same κ there. Cost: 2 + ⌈(C + K)/3⌉
 renders of the batch per step at z0's resolution (8 for SD latents, C = 4, K = 14).
+
+**Options.** The field is attached as colour is (``attachment: integrated``), one value per Gaussian:
+the NeRF field's other options (``attachment: surface``, ``field_resolution``, and the low-frequency
+shared form ``shared_scale`` ≥ 1, which lives on a lattice) have no meaning here and are refused. The
+colour form of the shared component (``shared``, ``shared_scale: 0``) and partial consistency are
+applied by the strategy to whatever the field gives, so they work on Gaussians as on a NeRF.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ import torch
 from torch import Tensor
 
 from ...threestudio.noise_fields import register_noise_field
+from ..strategies.consistent_noise import ConsistentNoise
+from .nerf_noise_field import consistent_strategy
 
 RENDERERS = ("diff-gaussian-rasterizer", "diff-gaussian-rasterizer-advanced")
 """threestudio-3dgs's renderers whose ``forward`` takes ``override_color`` as ``colors_precomp``."""
@@ -178,8 +186,33 @@ class GaussianNoiseField:
         self.values, self.background = state["values"], state["background"]
 
 
+def check_gaussian_options(strategy: ConsistentNoise, renderer_type: str) -> None:
+    """ValueError naming each ``noise_options`` setting the Gaussian field cannot honour (module docstring)."""
+    defaults = ConsistentNoise()
+    refused = {
+        name: getattr(strategy, name)
+        for name in ("attachment", "field_resolution")
+        if getattr(strategy, name) != getattr(defaults, name)
+    }
+    if strategy.shared and strategy.shared_scale:
+        refused["shared_scale"] = strategy.shared_scale
+    if refused:
+        listed = ", ".join(
+            f"system.guidance.noise_options.{name}={value!r}" for name, value in refused.items()
+        )
+        raise ValueError(
+            f"{listed}: the {renderer_type} noise field is one value per Gaussian, blended like colour "
+            "(attachment 'integrated'); surface attachment, field_resolution and the low-frequency shared "
+            "form (shared_scale >= 1) belong to the NeRF field. The colour form (shared_scale: 0) works here"
+        )
+
+
 def gaussian_noise_field(system: Any) -> GaussianNoiseField:
-    """The source of a threestudio-3dgs system: its renderer and geometry, seeded from the guidance's seed."""
+    """The source of a threestudio-3dgs system: its renderer and geometry, seeded from the guidance's seed;
+    ValueError naming an option the field cannot honour (:func:`check_gaussian_options`)."""
+    renderer_type = system.cfg.renderer_type
+    strategy = consistent_strategy(system.guidance.guidance_config.strategy, renderer_type)
+    check_gaussian_options(strategy, renderer_type)
     return GaussianNoiseField(system.renderer, system.geometry, int(system.guidance.seed))
 
 

@@ -45,11 +45,11 @@ IDENTITY = ("seed", "field_resolution", "shared", "shared_scale")
 """The strategy options that decide the field's values (its checkpointed state)."""
 
 
-def consistent_strategy(strategy: Any) -> ConsistentNoise:
+def consistent_strategy(strategy: Any, renderer_type: str = RENDERER_TYPE) -> ConsistentNoise:
     """The :class:`ConsistentNoise` whose field the source renders; ValueError naming another strategy."""
     if not isinstance(strategy, ConsistentNoise):
         raise ValueError(
-            f"the {RENDERER_TYPE} noise field renders consistent-noise's field, but system.guidance.noise is "
+            f"the {renderer_type} noise field renders consistent-noise's field, but system.guidance.noise is "
             f"{getattr(strategy, 'name', type(strategy).__name__)!r}"
         )
     return strategy
