@@ -333,8 +333,9 @@ def report_command(args: argparse.Namespace) -> int:
         "",
         "Mean ± std over runs (classes × seeds); recovered = PSNR ≥ 30 dB to the nearest true variant; "
         "wall s/run = wall time of one run on the machine below, shared with other jobs (load average 1–11 "
-        "during the new runs, up to four grids at once; rows imported from fidelity3d*.json ran at load 2–6 with 2 workers); CPU s/run = "
-        "the run's process CPU time, one torch thread (recorded for the new runs only).",
+        "during the new runs, up to four grids at once; rows imported from fidelity3d*.json ran at load "
+        "2–6 with 2 workers); CPU s/run = the run's process CPU time, one torch thread (recorded for the "
+        "new runs only).",
     ]
     for source, data in (("3D lab", lab), ("real threestudio", threestudio)):
         if not data.get("rows"):

@@ -108,17 +108,11 @@ def variants_table(data: dict[str, Any], by_class: bool = False) -> str:
         rows = groups[method, class_name]
         finals = [row["final"] for row in rows]
         evaluations = [row["model_evaluations"] / row["steps"] for row in rows if row["model_evaluations"]]
+        seeds = ", ".join(str(seed) for seed in sorted(row["setting"]["seed"] for row in rows))
         lines.append(
             [
                 method,
-                *(
-                    [
-                        class_name,
-                        ", ".join(str(seed) for seed in sorted(row["setting"]["seed"] for row in rows)),
-                    ]
-                    if by_class
-                    else []
-                ),
+                *([class_name, seeds] if by_class else []),
                 len(rows),
                 pm([f.get("psnr_nearest", float("nan")) for f in finals]),
                 pm([f.get("psnr_class_mean", float("nan")) for f in finals]),

@@ -20,7 +20,8 @@ densification and renderer, and ``sdi-guidance`` given the 3D lab's exact view-c
 Methods: ``sdi`` (sdi-gs.yaml: inversion, paper preset, CFG 7.5), ``sds`` (the lab's SDS: the same
 guidance with fresh noise and t ~ U(0.02, 0.98), CFG 7.5), ``consistent`` (``noise: consistent-noise``:
 the Gaussian noise field), ``consistent-shared-10`` (the same plus the shared colour component,
-β = 0.1, as the 3D lab's strategy of that name), and ``sds-threestudio`` (threestudio's SDS formula,
+β = 0.1, as the 3D lab's strategy of that name, but with the component's own seed left at its default
+0 in every run: the field follows the run's seed, the shared direction g does not), and ``sds-threestudio`` (threestudio's SDS formula,
 :mod:`sds_formula`, with sds-gs.yaml's CFG 100, t schedule and lambda_sds 0.1: the densification
 reference).
 
